@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` (fetch, check, execute every notebook) and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := data/spine-mri
+
+.PHONY: run test test-fast lab env data bench clean
+
+env: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# fetch downloads only what is missing (sha256-checked); check validates every pair
+data: env
+	$(BIN)/python loader.py fetch $(DATA)
+	$(BIN)/python loader.py check $(DATA)
+
+run: data
+	$(BIN)/python run.py notebooks --data-dir $(DATA) --out outputs
+
+test: data
+	$(BIN)/python -m pytest
+
+test-fast: data
+	$(BIN)/python -m pytest -m "not slow and not browser" -p no:nbval
+
+lab: data
+	$(BIN)/jupyter lab notebooks
+
+bench: data
+	$(BIN)/python bench/bench_loader.py
+
+clean:
+	rm -rf outputs .pytest_cache .hypothesis

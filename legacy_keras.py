@@ -1,0 +1,24 @@
+"""The one owner of the TensorFlow/Keras setup: segmentation_models 1.0.1 needs Keras 2 (tf-keras).
+
+Import this module (or call `import_tensorflow()`) before TensorFlow is first imported anywhere.
+"""
+import os
+import sys
+
+# Must be set before TensorFlow is imported: TF 2.21 otherwise binds tf.keras to Keras 3.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep notebooks free of C++ startup chatter
+
+
+def import_tensorflow():
+    """Return the `tensorflow` module with legacy Keras; refuse a process that imported TF too early."""
+    already = "tensorflow" in sys.modules
+    import tensorflow as tf
+
+    if already and not tf.keras.__name__.startswith("tf_keras"):
+        raise RuntimeError(
+            "TensorFlow was imported before legacy_keras set TF_USE_LEGACY_KERAS=1; "
+            "import legacy_keras (or loader/train) before tensorflow"
+        )
+    return tf
