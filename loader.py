@@ -230,6 +230,33 @@ def split_names(names, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict[str, li
     }
 
 
+def kfold_splits(names, n_folds: int = 5, fold: int = 0, seed: int = 0, val_fraction: float = 0.2):
+    """Fold `fold` of a seeded k-fold: that fold is test; val is drawn from the rest; train is what remains."""
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+    names = sorted(names, key=natural_key)
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    test = order[fold::n_folds]
+    rest = [name for name in order if name not in test]
+    val = rest[: round(val_fraction * len(names))]
+    train = rest[len(val) :]
+    return {split: sorted(group, key=natural_key) for split, group in zip(SPLITS, (train, val, test))}
+
+
+def _checked_splits(splits: dict, names) -> dict[str, list[str]]:
+    """Validate explicit splits: keys train/val/test, disjoint, together exactly `names`."""
+    if set(splits) != set(SPLITS):
+        raise ValueError(f"explicit splits need exactly the keys {SPLITS}, got {tuple(splits)}")
+    listed = [name for split in SPLITS for name in splits[split]]
+    unknown = sorted(set(listed) - set(names), key=natural_key)
+    repeated = sorted({name for name in listed if listed.count(name) > 1}, key=natural_key)
+    left_out = sorted(set(names) - set(listed), key=natural_key)
+    for problem, group in (("unknown", unknown), ("in more than one split", repeated), ("in no split", left_out)):
+        if group:
+            raise ValueError(f"explicit splits: examples {problem}: {', '.join(group)}")
+    return {split: sorted(map(str, splits[split]), key=natural_key) for split in SPLITS}
+
+
 # ---------------------------------------------------------------- augmentation
 
 
@@ -300,7 +327,8 @@ def _progress(iterable, total, enabled, desc, unit="pair"):
 class DataLoader:
     """Paired images and masks from `data_dir/images` and `data_dir/masks`, split and batched.
 
-    split: (train, val, test) fractions; remainder: how the last short batch of an epoch is handled --
+    split: (train, val, test) fractions, or an explicit {"train": [...], "val": [...], "test": [...]}
+    (e.g. from `kfold_splits`); remainder: how the last short batch of an epoch is handled --
     "fill" tops it up with other random examples of the same split, "drop" drops it, "keep" yields it short.
     cache: decode every pair once (uint8 where possible); False streams each batch from disk.
     augment: None, True (default `Augment()`), a dict of `Augment` fields or an `Augment`; train split only.
@@ -332,7 +360,8 @@ class DataLoader:
         self.augment = _as_augment(augment)
         self.pairs = pair_files(self.data_dir)
         self.names = list(self.pairs)
-        self.splits = split_names(self.names, split, self.seed)
+        self.splits = (_checked_splits(split, self.names) if isinstance(split, dict)
+                       else split_names(self.names, split, self.seed))
         self._workers = workers or min(8, (os.cpu_count() or 1) + 2)
         self._progress = len(self.names) >= 200 if progress is None else progress
         self._index = {name: i for i, name in enumerate(self.names)}
