@@ -24,7 +24,7 @@ test: data
 	$(BIN)/python -m pytest
 
 test-fast: data
-	$(BIN)/python -m pytest -m "not slow and not browser" -p no:nbval
+	$(BIN)/python -m pytest -m "not slow and not browser"
 
 lab: data
 	$(BIN)/jupyter lab notebooks

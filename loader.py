@@ -103,7 +103,7 @@ def _load_npy(path: Path) -> np.ndarray:
     except ValueError as err:
         if "pickle" in str(err).lower():
             raise DataError(f"{_short(path)}: object array (needs pickle), refused") from None
-        raise DataError(f"{_short(path)}: unreadable .npy ({err})") from None
+        raise DataError(f"{_short(path)}: unreadable or truncated .npy ({err})") from None
     except (OSError, EOFError) as err:
         raise DataError(f"{_short(path)}: unreadable or truncated .npy ({err})") from None
 

@@ -1,0 +1,103 @@
+"""The example-data download: real HTTP on loopback, sha256 checks, tampered files refused and not kept."""
+import functools
+import hashlib
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import loader
+from conftest import SHARED_DATA
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        CountingHandler.requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Serve a writable copy of the shared data; yields (base URL, served folder, list of requested paths)."""
+    root = tmp_path / "served"
+    shutil.copytree(SHARED_DATA, root)
+    CountingHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", root, CountingHandler.requests
+    server.shutdown()
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_registry_matches_the_published_sums():
+    published = {}
+    for line in (SHARED_DATA / "SHA256SUMS").read_text().splitlines():
+        digest, path = line.split()
+        published[path] = digest
+    assert loader.example_registry() == published
+    assert len(published) == 40
+
+
+def test_fetch_downloads_and_verifies_everything(example_data):
+    registry = loader.example_registry()
+    for rel, digest in registry.items():
+        assert sha256(example_data / rel) == digest
+
+
+def test_rerun_downloads_only_what_is_missing(served, tmp_path):
+    url, _, requests = served
+    dest = tmp_path / "dest"
+    loader.fetch_example_data(dest, url, progress=False)
+    assert len(requests) == 40
+    (dest / "masks" / "7.npy").unlink()
+    (dest / "images" / "3.png").write_bytes(b"corrupted locally")
+    requests.clear()
+    loader.fetch_example_data(dest, url, progress=False)
+    assert sorted(requests) == ["/images/3.png", "/masks/7.npy"]
+    assert sha256(dest / "images" / "3.png") == loader.example_registry()["images/3.png"]
+
+
+def test_tampered_file_is_refused_and_not_kept(served, tmp_path):
+    url, root, _ = served
+    (root / "masks" / "12.npy").write_bytes((root / "masks" / "12.npy").read_bytes()[:-8] + b"tampered")
+    dest = tmp_path / "dest"
+    with pytest.raises(loader.DataError, match=r"masks/12.npy: sha256 mismatch") as err:
+        loader.fetch_example_data(dest, url, progress=False)
+    assert len(err.value.problems) == 1
+    assert not (dest / "masks" / "12.npy").exists()
+    assert len(list((dest / "masks").iterdir())) == 19  # the good files are kept
+    leftovers = [p for p in dest.rglob("*") if p.is_file() and p.suffix not in (".png", ".npy")]
+    assert not leftovers, leftovers  # no temporary download left behind
+
+
+def test_cli_fetch_uses_env_url_and_exits_1_on_tampering(served, tmp_path):
+    url, root, _ = served
+    dest = tmp_path / "dest"
+    env = {"SPINE_DATA_URL": url, "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "fetch", str(dest)],
+                        capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "40 files present and verified" in ok.stdout
+    (root / "images" / "5.png").write_bytes(b"evil")
+    (dest / "images" / "5.png").unlink()
+    bad = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "fetch", str(dest)],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1
+    assert "images/5.png: sha256 mismatch" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (dest / "images" / "5.png").exists()
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path):
+    with pytest.raises(loader.DataError, match="images/0.png: download from http://127.0.0.1:9/images/0.png failed"):
+        loader.fetch_example_data(tmp_path, "http://127.0.0.1:9/", progress=False)
