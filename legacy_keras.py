@@ -21,4 +21,8 @@ def import_tensorflow():
             "TensorFlow was imported before legacy_keras set TF_USE_LEGACY_KERAS=1; "
             "import legacy_keras (or loader/train) before tensorflow"
         )
+    # Probe devices now so TensorFlow's start-up chatter (CUDA probing on CPU-only machines) is printed at
+    # import, in a notebook's setup cell, rather than inside a later cell whose output nbval compares.
+    # Listing physical devices does not fix the logical device configuration.
+    tf.config.list_physical_devices()
     return tf
