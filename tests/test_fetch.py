@@ -99,5 +99,15 @@ def test_cli_fetch_uses_env_url_and_exits_1_on_tampering(served, tmp_path):
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    with pytest.raises(loader.DataError, match="images/0.png: download from http://127.0.0.1:9/images/0.png failed"):
+    with pytest.raises(loader.DataError, match="images/0.png: download from http://127.0.0.1:9/images/0.png failed") as err:
         loader.fetch_example_data(tmp_path, "http://127.0.0.1:9/", progress=False)
+    assert len(err.value.problems) == 2 and "39 more files not tried; host unreachable" in err.value.problems[1]
+
+
+def test_missing_file_on_the_server_does_not_stop_the_others(served, tmp_path):
+    url, root, _ = served
+    (root / "images" / "4.png").unlink()
+    with pytest.raises(loader.DataError, match="images/4.png: download") as err:
+        loader.fetch_example_data(tmp_path / "dest", url, progress=False)
+    assert len(err.value.problems) == 1
+    assert len(list((tmp_path / "dest").rglob("*.*"))) == 39
