@@ -1,0 +1,105 @@
+"""The loader benchmark runs and prints every row; the fast batch paths give exactly the reference values."""
+import multiprocessing
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import loader
+from synthetic import write_dataset
+
+BENCH = loader.PROJECT_DIR / "bench" / "bench_loader.py"
+SHAPE = (128, 128)  # batches of 8 exceed 1 MB of one-hot, so the threaded assembly path runs
+
+
+def reference_batch(data, names, split, epoch, step):
+    """The original per-example assembly (read, /255, np.eye one-hot): what every optimisation must reproduce."""
+    augment = data.augment if split == "train" else None
+    rng = data._augment_rng(split, epoch, step)
+    images, onehots = [], []
+    for name in names:
+        image, mask = loader.read_pair(*data.pairs[name], data.n_classes)
+        image = loader.image_to_float(image)
+        if augment:
+            image, mask = augment.apply(image, mask, rng)
+        images.append(image[..., None])
+        onehots.append(np.eye(data.n_classes, dtype=np.float32)[mask])
+    return np.stack(images).astype(np.float32), np.stack(onehots)
+
+
+def assert_batches_equal(got, want):
+    for array, expected in zip(got, want):
+        assert array.dtype == expected.dtype == np.float32
+        np.testing.assert_array_equal(array, expected)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("bench") / "data", [str(k) for k in range(32)], shape=SHAPE)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("augment", [None, True])
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_cached_streaming_and_reference_batches_identical(dataset, augment, batch_size, threaded, monkeypatch):
+    monkeypatch.setattr(loader._split_chooser, "use_threads", lambda: threaded)
+    cached, streaming = (loader.DataLoader(dataset, batch_size=batch_size, split=(0.5, 0.5, 0.0), cache=cache,
+                                           augment=augment, remainder="keep") for cache in (True, False))
+    for split in ("train", "val"):
+        for epoch, step, names in cached.iter_epochs(split, epochs=2):
+            want = reference_batch(cached, names, split, epoch, step)
+            assert_batches_equal(cached.batch_arrays(names, split, epoch, step), want)
+            assert_batches_equal(streaming.batch_arrays(names, split, epoch, step), want)
+
+
+def test_streaming_mixes_8_and_16_bit_images(dataset, tmp_path):
+    mixed = write_dataset(tmp_path / "mixed", ["a", "b", "c"], shape=SHAPE)
+    wide = (np.asarray(Image.open(mixed / "images" / "b.png")).astype(np.uint16) * 257)
+    Image.fromarray(wide).save(mixed / "images" / "b.png")
+    data = loader.DataLoader(mixed, batch_size=3, split=(1.0, 0.0, 0.0), cache=False)
+    names = ["a", "b", "c"]
+    assert_batches_equal(data.batch_arrays(names), reference_batch(data, names, "train", 0, 0))
+
+
+def test_streaming_errors_name_the_first_bad_example_in_batch_order(dataset, tmp_path):
+    bad = write_dataset(tmp_path / "bad", ["a", "b", "c", "d"], shape=SHAPE)
+    np.save(bad / "masks" / "c.npy", np.full(SHAPE, 7, dtype=np.int64))
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(bad / "images" / "d.png")
+    np.save(bad / "masks" / "d.npy", np.zeros((64, 64), dtype=np.int64))
+    data = loader.DataLoader(bad, batch_size=2, split=(1.0, 0.0, 0.0), cache=False)
+    with pytest.raises(loader.DataError, match=r"masks/c\.npy: label value"):
+        data.batch_arrays(["a", "c", "d"])
+    with pytest.raises(loader.DataError, match=r"images/d\.png: shape 64x64, expected 128x128"):
+        data.batch_arrays(["d", "c"])
+    with pytest.raises(KeyError, match="no example named 'zz'"):
+        data.batch_arrays(["a", "zz", "c"])
+
+
+def _batch_checksum(data):
+    images, masks = data.batch_arrays(data.splits["train"][:8])
+    return float(images.sum()), float(masks.sum())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_batches_in_a_forked_child(dataset):
+    """A child forked after the parent assembled batches must not wait on the parent's (absent) threads."""
+    data = loader.DataLoader(dataset, batch_size=8, split=(1.0, 0.0, 0.0))
+    expected = _batch_checksum(data)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_batch_checksum, (data,)).get(timeout=60) == expected
+
+
+@pytest.mark.slow
+def test_bench_quick_prints_every_row(dataset, tmp_path):
+    real = write_dataset(tmp_path / "real", [str(k) for k in range(20)], shape=SHAPE)
+    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--pairs", "40", "--data-dir", str(real),
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 20 real") or line.startswith("| 40 gen")]
+    assert len(rows) == 2 * 2 * 5, done.stdout
+    for name in ("naive", "cached", "streaming", "tf.data", "copy bound"):
+        assert sum(f"| {name} |" in row for row in rows) == 4
+    assert done.stdout.count("PASS  ") + done.stdout.count("FAIL  ") == 9
+    assert (tmp_path / "cache" / "real-40-seed0" / ".complete").is_file()
