@@ -16,7 +16,8 @@ def import_tensorflow():
     already = "tensorflow" in sys.modules
     import tensorflow as tf
 
-    if already and not tf.keras.__name__.startswith("tf_keras"):
+    # the Layer class says which Keras tf.keras is (module names change once segmentation_models is imported)
+    if already and not tf.keras.layers.Layer.__module__.startswith("tf_keras"):
         raise RuntimeError(
             "TensorFlow was imported before legacy_keras set TF_USE_LEGACY_KERAS=1; "
             "import legacy_keras (or loader/train) before tensorflow"

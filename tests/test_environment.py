@@ -61,3 +61,12 @@ def test_segmentation_models_runs_on_legacy_keras_in_a_fresh_process():
     assert out.returncode == 0, out.stderr[-2000:]
     last = out.stdout.strip().splitlines()[-1]  # segmentation_models prints a banner first
     assert last.startswith("tf_keras") and "(None, 64, 64, 3)" in last
+
+
+def test_legacy_keras_refuses_a_process_that_bound_keras_3_first():
+    code = ("import sys; sys.path.insert(0, %r); import tensorflow as tf; tf.keras.layers; import legacy_keras\n"
+            "try:\n    legacy_keras.import_tensorflow()\nexcept RuntimeError as err:\n    print('refused:', err)"
+            % str(PROJECT_DIR))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin"})  # TF_USE_LEGACY_KERAS unset, as for a new user
+    assert "refused: TensorFlow was imported before legacy_keras" in out.stdout, out.stderr[-2000:]
