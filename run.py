@@ -1,10 +1,17 @@
-"""Execute the project's notebooks with papermill: `notebooks` runs all of them in order into outputs/.
+"""Execute the project's notebooks with papermill: `notebooks` runs all of them in order into outputs/;
+`sweep` runs one notebook over a parameter grid into outputs/sweeps/<name>/ and tabulates every run's metrics.
 
 Every run starts its kernel in notebooks/ (as nbval does), so relative paths behave the same both ways.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import csv
+import itertools
+import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -36,11 +43,111 @@ def run_notebooks(data_dir: Path, out_dir: Path) -> int:
         try:
             execute_notebook(notebook, output, {"data_dir": str(data_dir), "output_dir": str(out_dir / notebook.stem)})
         except Exception as err:  # papermill's PapermillExecutionError carries the failing cell
-            print(f"{notebook.name} failed: {type(err).__name__}: {str(err).strip().splitlines()[-1]}\n"
+            print(f"{notebook.name} failed: {type(err).__name__}: {_last_line(err)}\n"
                   f"  the executed notebook with the error is {output}", file=sys.stderr)
             return 1
     print(f"done: executed notebooks and their results are in {out_dir}/")
     return 0
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def parse_value(text: str):
+    """A command-line parameter value as a Python literal (`3`, `0.5`, `True`, `"x"`), else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parameter_grid(params: list[list[str]]) -> list[dict]:
+    """Every combination of `--param NAME VALUE...` options, in command-line order (the last name varies fastest)."""
+    names = [name for name, *_ in params]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a parameter is given twice: {', '.join(names)}")
+    values = [[parse_value(v) for v in rest] for _, *rest in params]
+    return [dict(zip(names, combination)) for combination in itertools.product(*values)]
+
+
+def run_name(parameters: dict) -> str:
+    """Folder name of one run: `fold-0_seed-1` (only the swept values, file-name safe)."""
+    parts = [f"{name}-{value}" for name, value in parameters.items()]
+    return "_".join(parts).replace("/", "-").replace(" ", "") or "default"
+
+
+def flatten_metrics(metrics: dict, prefix: str = "") -> dict:
+    """{"dice": {"disc": 0.9}} -> {"dice.disc": 0.9}; numbers, strings and None only (lists are left out)."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{prefix}{key}."))
+        elif value is None or isinstance(value, (int, float, str)):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def summary_rows(runs: list[dict]) -> list[dict]:
+    """One row per run (its parameters, status and flattened metrics), then "mean" and "sd" rows of the
+    numeric metric columns over the runs that succeeded."""
+    rows = [{"run": run["name"], **run["parameters"], "status": run["status"], **run["metrics"]} for run in runs]
+    metric_keys = [k for k in dict.fromkeys(k for run in runs for k in run["metrics"])
+                   if all(isinstance(run["metrics"].get(k), (int, float)) for run in runs if run["status"] == "ok")]
+    done = [run["metrics"] for run in runs if run["status"] == "ok"]
+    if done:
+        values = {k: [float(m[k]) for m in done] for k in metric_keys}
+        rows.append({"run": "mean", "status": f"{len(done)} ok", **{k: statistics.fmean(v) for k, v in values.items()}})
+        rows.append({"run": "sd", **{k: statistics.stdev(v) if len(v) > 1 else math.nan for k, v in values.items()}})
+    return rows
+
+
+def write_summary(rows: list[dict], sweep_dir: Path) -> tuple[Path, Path]:
+    """summary.csv and summary.md in sweep_dir, one row per run plus mean/sd rows."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    cells = [[_format_cell(row.get(k, "")) for k in columns] for row in rows]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md_path.write_text("\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n")
+    return csv_path, md_path
+
+
+def _format_cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def run_sweep(notebook: Path, params: list[list[str]], sweep_dir: Path, data_dir: Path | None = None) -> int:
+    """Execute `notebook` once per grid point into sweep_dir/<run>/, then write the summary; 1 if any run failed."""
+    runs = []
+    for parameters in parameter_grid(params):
+        name = run_name(parameters)
+        run_dir = sweep_dir / name
+        output = run_dir / notebook.name
+        injected = {**parameters, "output_dir": str(run_dir)}
+        if data_dir is not None:
+            injected["data_dir"] = str(data_dir)
+        print(f"running {notebook.name} {parameters} -> {output}", flush=True)
+        status, metrics = "ok", {}
+        try:
+            execute_notebook(notebook, output, injected)
+            metrics = flatten_metrics(json.loads((run_dir / "metrics.json").read_text()))
+        except Exception as err:  # papermill's error names the failing cell; the notebook keeps the traceback
+            status = "failed"
+            print(f"{name} failed: {type(err).__name__}: {_last_line(err)}\n"
+                  f"  the executed notebook with the error is {output}", file=sys.stderr)
+        runs.append({"name": name, "parameters": parameters, "status": status, "metrics": metrics})
+    csv_path, md_path = write_summary(summary_rows(runs), sweep_dir)
+    failed = [run["name"] for run in runs if run["status"] != "ok"]
+    print(f"summary: {csv_path} and {md_path}" + (f"; failed runs: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def _last_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def main(argv=None) -> int:
@@ -49,10 +156,21 @@ def main(argv=None) -> int:
     notebooks = commands.add_parser("notebooks", help="execute every notebook in order into --out")
     notebooks.add_argument("--data-dir", type=Path, default=PROJECT_DIR / "data" / "spine-mri")
     notebooks.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs")
+    sweep = commands.add_parser("sweep", help="run one notebook over a parameter grid and tabulate the metrics")
+    sweep.add_argument("--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="a parameter and its values; repeat for a grid (every combination runs)")
+    sweep.add_argument("--notebook", type=Path, default=NOTEBOOK_DIR / "04_train_unet.ipynb")
+    sweep.add_argument("--name", default=None, help="sweep folder name (default: the swept parameter names)")
+    sweep.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs" / "sweeps")
+    sweep.add_argument("--data-dir", type=Path, default=None, help="default: the notebook's own data_dir")
     args = parser.parse_args(argv)
     if args.command == "notebooks":
         return run_notebooks(args.data_dir.resolve(), args.out.resolve())
-    return 2
+    if any(len(param) < 2 for param in args.param):
+        parser.error("--param needs a name and at least one value")
+    name = args.name or "-".join([args.notebook.stem] + [param[0] for param in args.param])
+    data_dir = args.data_dir.resolve() if args.data_dir else None
+    return run_sweep(args.notebook.resolve(), args.param, args.out.resolve() / name, data_dir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""run.py sweep: the grid, the summary table, and a real papermill sweep with one deliberately failing run."""
+import csv
+import json
+import math
+
+import nbformat
+import pytest
+
+import run
+
+# A stand-in for notebook 04 that is quick to execute: writes metrics.json from its parameters, fails on demand.
+SWEEP_NOTEBOOK_CELLS = [
+    ('x = 1\nfail = False\noutput_dir = "out"', ["parameters"]),
+    ("import json, pathlib\n"
+     "pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n"
+     "if fail:\n"
+     "    raise ValueError(f'deliberate failure with x={x}')\n"
+     "metrics = {'dice': {'disc': x / 10, 'vertebra': 0.9}, 'scored_examples': {'disc': ['a']}}\n"
+     "(pathlib.Path(output_dir) / 'metrics.json').write_text(json.dumps(metrics))", []),
+]
+
+
+@pytest.fixture
+def sweep_notebook(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": tags})
+                                               for source, tags in SWEEP_NOTEBOOK_CELLS])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "toy.ipynb"
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_parameter_grid_is_every_combination_with_literal_values():
+    grid = run.parameter_grid([["fold", "0", "1"], ["backbone", "resnet18", "efficientnetb0"], ["lr", "1e-3"]])
+    assert grid == [{"fold": 0, "backbone": "resnet18", "lr": 0.001}, {"fold": 0, "backbone": "efficientnetb0", "lr": 0.001},
+                    {"fold": 1, "backbone": "resnet18", "lr": 0.001}, {"fold": 1, "backbone": "efficientnetb0", "lr": 0.001}]
+    assert run.run_name(grid[1]) == "fold-0_backbone-efficientnetb0_lr-0.001"
+    with pytest.raises(ValueError, match="twice"):
+        run.parameter_grid([["fold", "0"], ["fold", "1"]])
+
+
+def test_flatten_metrics_keeps_scalars_only():
+    flat = run.flatten_metrics({"dice": {"disc": 0.5, "vertebra": None}, "scored": {"disc": ["a"]}, "n": 3})
+    assert flat == {"dice.disc": 0.5, "dice.vertebra": None, "n": 3}
+
+
+def test_summary_rows_add_mean_and_sd_over_successful_runs():
+    runs = [{"name": f"fold-{k}", "parameters": {"fold": k}, "status": "ok", "metrics": {"dice.disc": v}}
+            for k, v in enumerate([0.8, 0.9, 1.0])]
+    runs.append({"name": "fold-3", "parameters": {"fold": 3}, "status": "failed", "metrics": {}})
+    rows = run.summary_rows(runs)
+    assert [row["run"] for row in rows] == ["fold-0", "fold-1", "fold-2", "fold-3", "mean", "sd"]
+    assert rows[-2]["dice.disc"] == pytest.approx(0.9) and rows[-2]["status"] == "3 ok"
+    assert rows[-1]["dice.disc"] == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_sweep_runs_the_grid_and_a_failing_run_exits_non_zero_with_its_notebook_kept(sweep_notebook, tmp_path):
+    code = run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "3", "7",
+                     "--param", "fail", "False", "True", "--name", "toy", "--out", str(tmp_path / "sweeps")])
+    sweep_dir = tmp_path / "sweeps" / "toy"
+    assert code == 1
+    with (sweep_dir / "summary.csv").open() as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert rows["x-3_fail-False"]["status"] == "ok" and float(rows["x-3_fail-False"]["dice.disc"]) == 0.3
+    assert rows["x-7_fail-True"]["status"] == "failed"
+    assert float(rows["mean"]["dice.disc"]) == pytest.approx(0.5)
+    assert "| x-7_fail-False |" in (sweep_dir / "summary.md").read_text()
+    failed = nbformat.read(sweep_dir / "x-7_fail-True" / "toy.ipynb", as_version=4)
+    errors = [out for cell in failed.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert errors and errors[0]["ename"] == "ValueError" and "deliberate failure with x=7" in errors[0]["evalue"]
+
+
+@pytest.mark.slow
+def test_sweep_of_runs_that_all_succeed_exits_zero(sweep_notebook, tmp_path):
+    code = run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "2", "--name", "ok",
+                     "--out", str(tmp_path)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "ok" / "x-2" / "metrics.json").read_text())
+    assert metrics["dice"]["disc"] == 0.2
+    with (tmp_path / "ok" / "summary.csv").open() as f:
+        sd = [row for row in csv.DictReader(f) if row["run"] == "sd"][0]
+    assert math.isclose(float(sd["dice.disc"]), 0.0707, abs_tol=1e-3)

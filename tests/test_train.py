@@ -1,0 +1,216 @@
+"""Training helpers: scores against hand-computed values, the partial-label loss, and short real training runs."""
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import train
+from conftest import PROJECT_DIR
+from synthetic import write_dataset
+
+tf = train.tf
+
+
+def onehot(mask, n_classes=3):
+    """(B, H, W) integer labels -> float32 one-hot tensor."""
+    return tf.constant(np.eye(n_classes, dtype=np.float32)[np.asarray(mask)])
+
+
+def probabilities(rows):
+    """Nested per-pixel class probabilities -> float32 tensor (B, H, W, C)."""
+    return tf.constant(np.asarray(rows, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- labels and scores
+
+
+def test_label_map_is_the_argmax_of_the_softmax():
+    probs = np.array([[[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]], [[0.2, 0.3, 0.5], [0.4, 0.4, 0.2]]])
+    labels = train.labels_from_probabilities(probs)
+    assert labels.dtype == np.uint8
+    assert labels.tolist() == [[0, 1], [2, 0]]  # a tie goes to the lower label
+
+
+def test_present_classes():
+    assert train.present_classes(np.array([[0, 2], [2, 0]])).tolist() == [True, False, True]
+    assert train.present_classes(np.zeros((2, 2), np.uint8)).tolist() == [True, False, False]
+
+
+def test_pooled_dice_and_iou_by_hand():
+    truths = [np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])]
+    predictions = [np.array([1, 0, 1, 0]), np.array([1, 1, 0, 0])]
+    # disc pooled: intersection 1 + 1, truth 2 + 1, prediction 2 + 2 -> Dice 4/7, IoU 2/5
+    scores = train.pooled_scores(truths, predictions)
+    assert scores["dice"]["disc"] == pytest.approx(4 / 7)
+    assert scores["iou"]["disc"] == pytest.approx(2 / 5)
+
+
+def test_absent_class_is_scored_only_where_labelled_and_naively_everywhere():
+    truths = {"a": np.array([2, 2, 0, 1]), "b": np.array([0, 0, 1, 1])}  # b has no vertebra label
+    predictions = {"a": np.array([2, 0, 0, 1]), "b": np.array([2, 2, 1, 1])}  # vertebra predicted in b
+    scores = train.evaluate(truths, predictions)
+    assert scores["scored_examples"] == {"disc": ["a", "b"], "vertebra": ["a"]}
+    assert scores["dice"]["vertebra"] == pytest.approx(2 * 1 / (2 + 1))  # a only
+    assert scores["dice_naive"]["vertebra"] == pytest.approx(2 * 1 / (2 + 3))  # b's 2 pixels count as errors
+    assert scores["iou"]["vertebra"] == pytest.approx(1 / 2)
+    assert scores["iou_naive"]["vertebra"] == pytest.approx(1 / 4)
+    assert scores["dice"]["disc"] == scores["dice_naive"]["disc"] == pytest.approx(1.0)
+
+
+def test_a_class_no_test_example_labels_scores_nan_and_is_written_as_null(tmp_path):
+    scores = train.evaluate({"a": np.array([0, 1])}, {"a": np.array([0, 1])})
+    assert math.isnan(scores["dice"]["vertebra"]) and math.isnan(scores["iou"]["vertebra"])
+    written = json.loads(train.write_metrics(scores, tmp_path).read_text())
+    assert written["dice"] == {"disc": 1.0, "vertebra": None}
+
+
+def test_describe_labelled_counts_classes_and_names_empty_masks():
+    masks = {"0": np.zeros((2, 2), np.uint8), "1": np.array([[1, 0], [0, 0]]), "2": np.array([[1, 2], [0, 0]])}
+    line = train.describe_labelled(list(masks), masks, "test")
+    assert line == "test 3 examples: labelling disc 2, vertebra 1; empty masks: 0"
+
+
+def test_input_wait_share_compares_medians_after_warmup():
+    assert train.input_wait_share([9, 9, 1.0, 1.0, 1.0], [9, 9, 0.9, 0.9, 0.9]) == pytest.approx(0.1)
+    assert train.input_wait_share([9, 9, 1.0, 1.0], [9, 9, 1.2, 1.2]) == 0.0  # never negative
+
+
+def test_conclusion_is_computed_from_the_metrics():
+    metrics = {"dice": {"disc": 0.9, "vertebra": 0.91}, "dice_naive": {"disc": 0.85, "vertebra": 0.91},
+               "input_wait_share": 0.005, "training": {"epochs_run": 40, "train_seconds": 300.0}}
+    text = train.conclusion(metrics)
+    assert "disc 0.900 (meets the 0.88 target)" in text
+    assert "vertebra 0.910 (misses the 0.92 target)" in text
+    assert "disc -0.050" in text and "0.5% of a training step (within" in text
+
+
+# ---------------------------------------------------------------- the partial-label loss
+
+
+def test_focal_loss_by_hand():
+    y = onehot([[[1]]])  # one pixel labelled disc, vertebra unlabelled in this example
+    loss = train.partial_focal_loss(y, probabilities([[[[0.3, 0.5, 0.2]]]]))
+    assert float(loss) == pytest.approx(-0.25 * 0.5**2 * np.log(0.5), rel=1e-5)
+
+
+def test_focal_loss_accepts_an_unlabelled_class_at_background_pixels():
+    y = onehot([[[0, 1]]])  # background and disc; no vertebra label in this example
+    says_background = probabilities([[[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]]])
+    says_vertebra = probabilities([[[[0.05, 0.05, 0.9], [0.1, 0.8, 0.1]]]])
+    assert float(train.partial_focal_loss(y, says_background)) == pytest.approx(
+        float(train.partial_focal_loss(y, says_vertebra)), rel=1e-6)
+    y_labelled = onehot([[[0, 2]]])  # once vertebra is labelled in the example, calling background vertebra costs
+    assert float(train.partial_focal_loss(y_labelled, says_vertebra)) > float(
+        train.partial_focal_loss(y_labelled, says_background)) + 0.01
+
+
+def test_dice_loss_by_hand_ignores_the_unlabelled_class():
+    y = onehot([[[1, 1, 0, 0]]])  # disc labelled, vertebra not
+    p = probabilities([[[[0, 1, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0, 1]]]])
+    # disc: intersection 1.5, |truth| + |prediction| = 2 + 1.5 -> Dice 3/3.5; vertebra is left out of the mean
+    assert float(train.partial_dice_loss(y, p)) == pytest.approx(1 - 3 / 3.5, rel=1e-5)
+
+
+def test_dice_loss_pools_a_class_only_over_examples_that_label_it():
+    y = onehot([[[2, 0]], [[1, 0]]])  # example 0 labels vertebra only, example 1 disc only
+    p = probabilities([[[[0, 0, 1], [0, 1, 0]]], [[[0, 1, 0], [0, 0, 1]]]])
+    # disc: example 1 only -> intersection 1, sums 1 + 1; vertebra: example 0 only -> the same; loss 0
+    assert float(train.partial_dice_loss(y, p)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_an_empty_mask_gives_no_loss_and_no_gradient():
+    y = onehot(np.zeros((1, 4, 4), int))
+    logits = tf.Variable(np.random.default_rng(0).normal(size=(1, 4, 4, 3)).astype(np.float32))
+    loss_fn = train.make_loss(partial_labels=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, tf.nn.softmax(logits))
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    assert float(tf.reduce_max(tf.abs(tape.gradient(loss, logits)))) < 1e-6
+
+
+def test_naive_loss_does_punish_an_unlabelled_class():
+    y = onehot([[[0, 1]]])
+    says_background = probabilities([[[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]]])
+    says_vertebra = probabilities([[[[0.05, 0.05, 0.9], [0.1, 0.8, 0.1]]]])
+    naive = train.make_loss(partial_labels=False)
+    assert float(naive(y, says_vertebra)) > float(naive(y, says_background))
+
+
+# ---------------------------------------------------------------- real (short) training
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = write_dataset(tmp_path_factory.mktemp("tiny"), [str(i) for i in range(20)], shape=(32, 32))
+    return root
+
+
+@pytest.mark.slow
+def test_fit_keeps_the_best_checkpoint_and_writes_predictions(tiny_data, tmp_path):
+    import loader
+
+    tf.keras.utils.set_random_seed(0)
+    data = loader.DataLoader(tiny_data, batch_size=2, seed=0, augment=True)
+    model = train.build_model("resnet18", learning_rate=1e-3)
+    report = train.fit_with_checkpoint(model, data, tmp_path, epochs=2)
+    assert (tmp_path / "checkpoints" / "best.weights.index").is_file()
+    assert report["epochs_run"] == 2 and report["best_epoch"] in (1, 2)
+    assert len(report["step_seconds"]) == 2 * data.steps_per_epoch("train")
+    predictions = train.predict_labels(model, data, data.splits["test"])
+    folder = train.save_predictions(predictions, tmp_path)
+    saved = np.load(folder / f"{data.splits['test'][0]}.npy")
+    assert saved.shape == data.get_mask(data.splits["test"][0]).shape and saved.dtype == np.uint8
+    reloaded = tf.keras.models.load_model(str(train.save_model(model, tmp_path)), compile=False)
+    image = data.get_image(data.splits["test"][0])[None]
+    np.testing.assert_allclose(reloaded.predict(image, verbose=0), model.predict(image, verbose=0), atol=1e-5)
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {project!r})
+    import train, loader
+    strategy = train.make_strategy("mirrored", cpu_devices=2)
+    assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+    data = loader.DataLoader({data!r}, batch_size=4, seed=0)
+    model = train.build_model("resnet18", strategy=strategy)
+    report = train.fit_with_checkpoint(model, data, {out!r}, epochs=1)
+    loss = report["history"]["loss"][0]
+    assert loss == loss and loss > 0, loss
+    print("replicas", strategy.num_replicas_in_sync, "loss", loss)
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_on_two_logical_cpus(tiny_data, tmp_path):
+    # A fresh process: logical devices can only be configured before TensorFlow initialises its devices.
+    script = MIRRORED_SCRIPT.format(project=str(PROJECT_DIR), data=str(tiny_data), out=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2 loss" in result.stdout
+
+
+class _LeftQuarterModel:
+    """Stand-in model: says "disc" (0.8) in the left quarter of every image, background elsewhere."""
+
+    def predict(self, images, batch_size=None, verbose=0):
+        probs = np.zeros((*images.shape[:3], 3), np.float32)
+        probs[..., 0], probs[..., 1] = 0.9, 0.1
+        probs[:, :, : images.shape[2] // 4] = (0.2, 0.8, 0.0)
+        return probs
+
+
+class _Images:
+    def get_image(self, name):
+        return np.zeros((4, 8, 1), np.float32)
+
+
+def test_flip_average_maps_the_mirrored_prediction_back_before_averaging():
+    plain = train.predict_labels(_LeftQuarterModel(), _Images(), ["a"])["a"]
+    averaged = train.predict_labels(_LeftQuarterModel(), _Images(), ["a"], flip_average=True)["a"]
+    assert plain[:, :2].tolist() == [[1, 1]] * 4 and (plain[:, 2:] == 0).all()
+    # mirrored back, each quarter averages disc 0.8 with 0.1 -> 0.45 < background 0.55; unmirrored it would stay disc
+    assert (averaged == 0).all()

@@ -1,0 +1,408 @@
+"""Train and evaluate a `segmentation_models` UNet on a `loader.DataLoader`, aware of partially labelled masks.
+
+A class absent from a mask is *unknown* there, not background: the loss and the scores only use it where labelled.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import legacy_keras  # noqa: F401  (sets up legacy Keras before TensorFlow is imported)
+
+import numpy as np
+
+import loader
+
+tf = legacy_keras.import_tensorflow()
+import keras_adapters  # noqa: E402,F401  (the loader's tf.data adapter, used by fit_with_checkpoint)
+
+FOREGROUND = (1, 2)  # label values scored and reported (0 is background)
+EPSILON = 1e-6
+
+
+# ---------------------------------------------------------------- splits and labels
+
+
+def make_splits(data_dir, seed: int = 0, fold: int = -1, n_folds: int = 5, fractions=(0.6, 0.2, 0.2)):
+    """The train/val/test names: the seeded fraction split when fold is -1, else fold `fold` of a k-fold."""
+    names = list(loader.pair_files(data_dir))
+    if fold < 0:
+        return loader.split_names(names, fractions, seed)
+    return loader.kfold_splits(names, n_folds, fold, seed)
+
+
+def present_classes(mask: np.ndarray, n_classes: int = len(loader.LABELS)) -> np.ndarray:
+    """Boolean (C,): which labels occur in an integer mask (a class is labelled in an example iff present)."""
+    return np.bincount(np.asarray(mask).ravel(), minlength=n_classes)[:n_classes] > 0
+
+
+def labels_from_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """Softmax output (..., C) -> integer label map (...) as uint8 (argmax; ties go to the lower label)."""
+    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def describe_labelled(names, masks: dict, split: str = "", labels=loader.LABELS) -> str:
+    """One line: how many of `names` label each foreground class, and which masks are empty."""
+    present = {name: present_classes(masks[name], len(labels)) for name in names}
+    counts = ", ".join(f"{labels[v]} {sum(p[v] for p in present.values())}" for v in FOREGROUND)
+    empty = [name for name, p in present.items() if not p[list(FOREGROUND)].any()]
+    return f"{split} {len(names)} examples: labelling {counts}; empty masks: {', '.join(empty) or 'none'}".strip()
+
+
+# ---------------------------------------------------------------- losses (TensorFlow)
+
+
+def known_classes(y_true):
+    """(B, 1, 1, C) 1.0 where a class is labelled in that example; background always counts as labelled."""
+    present = tf.reduce_max(y_true, axis=(1, 2), keepdims=True)
+    return tf.concat([tf.ones_like(present[..., :1]), present[..., 1:]], axis=-1)
+
+
+def marginal_targets(y_true):
+    """One-hot targets where a background pixel may also be any class unlabelled in its example.
+
+    Training on p(background) + p(unlabelled classes) at those pixels teaches nothing about the unlabelled
+    classes (the marginal loss of Shi et al. 2021), so a mask without vertebrae never says "no vertebra here".
+    """
+    return y_true + y_true[..., :1] * (1.0 - known_classes(y_true))
+
+
+def partial_focal_loss(y_true, y_pred, gamma: float = 2.0, alpha: float = 0.25):
+    """Focal loss on the marginal probability of each pixel's possible labels; mean over pixels."""
+    probability = tf.reduce_sum(marginal_targets(y_true) * y_pred, axis=-1)
+    probability = tf.clip_by_value(probability, EPSILON, 1.0)
+    return tf.reduce_mean(-alpha * (1.0 - probability) ** gamma * tf.math.log(probability))
+
+
+def partial_dice_loss(y_true, y_pred, classes=FOREGROUND):
+    """1 - soft Dice per class, pixels pooled over the examples where that class is labelled; mean over classes
+    that are labelled in at least one example of the batch (0 when none is)."""
+    classes = list(classes)
+    known = tf.gather(known_classes(y_true), classes, axis=-1)  # (B, 1, 1, K)
+    truth = tf.gather(y_true, classes, axis=-1) * known
+    prediction = tf.gather(y_pred, classes, axis=-1) * known
+    intersection = tf.reduce_sum(truth * prediction, axis=(0, 1, 2))
+    total = tf.reduce_sum(truth + prediction, axis=(0, 1, 2))
+    dice = (2.0 * intersection + EPSILON) / (total + EPSILON)
+    labelled = tf.cast(tf.reduce_max(known, axis=(0, 1, 2)) > 0, y_pred.dtype)
+    return tf.reduce_sum((1.0 - dice) * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
+
+
+def make_loss(partial_labels: bool = True, focal_weight: float = 1.0):
+    """Dice + focal: the partial-label versions above, or `segmentation_models`' naive ones (for comparison)."""
+    if partial_labels:
+        def dice_focal_loss(y_true, y_pred):
+            return partial_dice_loss(y_true, y_pred) + focal_weight * partial_focal_loss(y_true, y_pred)
+
+        return dice_focal_loss
+    import segmentation_models as sm
+
+    return sm.losses.DiceLoss(class_indexes=list(FOREGROUND)) + focal_weight * sm.losses.CategoricalFocalLoss()
+
+
+# ---------------------------------------------------------------- model
+
+
+def make_strategy(name: str = "default", cpu_devices: int = 2):
+    """`tf.distribute` strategy by name: "default", or "mirrored" over the GPUs, else over `cpu_devices`
+    logical CPUs (which must be configured before TensorFlow initialises its devices)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name != "mirrored":
+        raise ValueError(f'strategy must be "default" or "mirrored", got {name!r}')
+    if tf.config.list_physical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+    except RuntimeError:  # devices already initialised: use whatever logical CPUs exist
+        pass
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+LITE_DECODER = (128, 64, 32, 16, 8)  # half segmentation_models' default widths: ~2x faster steps on CPU
+
+
+def build_model(backbone: str = "resnet18", n_classes: int = len(loader.LABELS), learning_rate: float = 1e-3,
+                partial_labels: bool = True, focal_weight: float = 1.0, strategy=None, decoder_filters=LITE_DECODER):
+    """A compiled softmax UNet on one grey channel (no pretrained weights), with Dice+focal loss, IoU/F-score."""
+    import segmentation_models as sm
+
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = sm.Unet(backbone, encoder_weights=None, input_shape=(None, None, 1), classes=n_classes,
+                        activation="softmax", decoder_filters=tuple(decoder_filters))
+        metrics = [sm.metrics.IOUScore(threshold=0.5, class_indexes=list(FOREGROUND)),
+                   sm.metrics.FScore(threshold=0.5, class_indexes=list(FOREGROUND))]
+        model.compile(tf.keras.optimizers.Adam(learning_rate), make_loss(partial_labels, focal_weight), metrics)
+    return model
+
+
+# ---------------------------------------------------------------- training
+
+
+class StepTimer(tf.keras.callbacks.Callback):
+    """Wall time of every training step (batch begin to end), which includes any wait for the next batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class TimeLimit(tf.keras.callbacks.Callback):
+    """Stop training after the epoch that crosses `minutes` of wall time (a guard for slow, shared machines)."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.minutes, self.stopped_epoch = minutes, None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.perf_counter() - self._start > 60 * self.minutes:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+
+def random_crops(dataset, size: int | None):
+    """Crop every batch of a (images, one-hot masks) dataset to size x size at one random place per batch.
+
+    Crops make a step ~2.5x cheaper at 160 of 256 px, so a CPU budget buys more steps at full resolution
+    (prediction runs on whole images: the network is fully convolutional). A class cut out of a crop only
+    becomes "unknown" for that crop under the partial-label loss, so a crop never teaches a wrong label.
+    """
+    if not size:
+        return dataset
+
+    def crop(images, masks):
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        top = tf.random.uniform((), 0, height - size + 1, dtype=tf.int32)
+        left = tf.random.uniform((), 0, width - size + 1, dtype=tf.int32)
+        return images[:, top:top + size, left:left + size], masks[:, top:top + size, left:left + size]
+
+    return dataset.map(crop).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_with_checkpoint(model, data: loader.DataLoader, output_dir, epochs: int = 100, patience: int = 25,
+                        lr_patience: int = 8, time_limit_minutes: float = 10.0, passes_per_epoch: int = 1,
+                        crop: int | None = None, verbose: int = 0):
+    """Fit on the train split (optionally on random crops), monitor val loss on whole val images, keep the best
+    weights (restored at the end); an epoch is `passes_per_epoch` passes over the train split. Returns a report
+    dict with the history, best epoch, wall time and the per-step times."""
+    # TensorFlow checkpoint format, not .h5: tf-keras's h5 loader fails on MirroredStrategy's batch-norm variables
+    checkpoint = Path(output_dir) / "checkpoints" / "best.weights"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    timer, limit = StepTimer(), TimeLimit(time_limit_minutes)
+    callbacks = [
+        tf.keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True,
+                                           save_weights_only=True),
+        tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_patience, min_lr=1e-5),
+        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
+        timer, limit,
+    ]
+    start = time.perf_counter()
+    history = model.fit(random_crops(data.tf_dataset("train"), crop),
+                        steps_per_epoch=passes_per_epoch * data.steps_per_epoch("train"), epochs=epochs,
+                        validation_data=data.tf_dataset("val"), validation_steps=data.steps_per_epoch("val"),
+                        callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    model.load_weights(str(checkpoint))
+    val_loss = history.history["val_loss"]
+    return {"history": {k: [float(v) for v in values] for k, values in history.history.items()},
+            "best_epoch": int(np.argmin(val_loss)) + 1, "epochs_run": len(val_loss), "train_seconds": seconds,
+            "time_limited": limit.stopped_epoch is not None, "step_seconds": timer.seconds}
+
+
+def training_summary(report: dict) -> dict:
+    """The scalar facts of a `fit_with_checkpoint` report, for metrics.json."""
+    steps = report["step_seconds"][2:] or report["step_seconds"]
+    return {"epochs_run": report["epochs_run"], "best_epoch": report["best_epoch"],
+            "train_seconds": round(report["train_seconds"], 1), "time_limited": report["time_limited"],
+            "median_step_seconds": float(np.median(steps)) if steps else None,
+            "best_val_loss": min(report["history"]["val_loss"])}
+
+
+def save_model(model, output_dir) -> Path:
+    """Save the architecture and weights (no optimizer) as output_dir/model.h5; load with compile=False."""
+    path = Path(output_dir) / "model.h5"
+    model.save(str(path), include_optimizer=False)
+    return path
+
+
+def in_memory_step_seconds(model, data: loader.DataLoader, steps: int = 12, crop: int | None = None) -> list[float]:
+    """Step times of the same `fit` loop fed one (cropped) train batch from memory, no input pipeline;
+    the weights are restored afterwards."""
+    weights = model.get_weights()
+    images, masks = next(data.get_batch("train"))
+    images, masks = images[:, : crop or None, : crop or None], masks[:, : crop or None, : crop or None]
+    timer = StepTimer()
+    batch = tf.data.Dataset.from_tensors((images, masks)).repeat()
+    model.fit(batch, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
+    model.set_weights(weights)
+    return timer.seconds
+
+
+def input_wait_share(pipeline_seconds, memory_seconds, warmup: int = 2) -> float:
+    """Share of a training step spent waiting for input: (median step with the real pipeline - median step
+    from memory) / median step with the real pipeline, floored at 0; the first `warmup` steps (tracing) skipped."""
+    real = float(np.median(pipeline_seconds[warmup:]))
+    memory = float(np.median(memory_seconds[warmup:]))
+    return max(0.0, (real - memory) / real)
+
+
+# ---------------------------------------------------------------- prediction and scores
+
+
+def predict_labels(model, data: loader.DataLoader, names, batch_size: int = 4,
+                   flip_average: bool = False) -> dict[str, np.ndarray]:
+    """Full-resolution integer label map (H, W) uint8 for each named example; flip_average also predicts the
+    left-right mirrored images and averages the two softmax maps (training augments with that flip)."""
+    images = np.stack([data.get_image(name) for name in names])
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    if flip_average:
+        mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
+        probabilities = (probabilities + mirrored[:, :, ::-1]) / 2
+    return dict(zip(names, labels_from_probabilities(probabilities)))
+
+
+def pooled_overlap(truths, predictions, label: int, partial_labels: bool = True):
+    """(intersection, |truth|, |prediction|) for one label, pixels pooled over the examples; with
+    partial_labels only over examples whose mask contains the label."""
+    intersection = truth_total = prediction_total = 0
+    for truth, prediction in zip(truths, predictions):
+        truth_is, predicted_is = truth == label, prediction == label
+        if partial_labels and not truth_is.any():
+            continue
+        intersection += int(np.count_nonzero(truth_is & predicted_is))
+        truth_total += int(np.count_nonzero(truth_is))
+        prediction_total += int(np.count_nonzero(predicted_is))
+    return intersection, truth_total, prediction_total
+
+
+def pooled_scores(truths, predictions, labels=loader.LABELS, partial_labels: bool = True) -> dict:
+    """{"dice": {label: ...}, "iou": {label: ...}} for the foreground labels; NaN when no example qualifies."""
+    scores = {"dice": {}, "iou": {}}
+    for value in FOREGROUND:
+        intersection, truth, prediction = pooled_overlap(truths, predictions, value, partial_labels)
+        union = truth + prediction - intersection
+        scores["dice"][labels[value]] = 2 * intersection / (truth + prediction) if truth + prediction else float("nan")
+        scores["iou"][labels[value]] = intersection / union if union else float("nan")
+    return scores
+
+
+def evaluate(truths: dict, predictions: dict, labels=loader.LABELS) -> dict:
+    """Partial-label-aware scores (each class only on examples labelling it), the naive pooled ones, and which
+    examples were scored for each class."""
+    names = list(truths)
+    truth_maps, prediction_maps = [truths[n] for n in names], [predictions[n] for n in names]
+    aware = pooled_scores(truth_maps, prediction_maps, labels, partial_labels=True)
+    naive = pooled_scores(truth_maps, prediction_maps, labels, partial_labels=False)
+    scored = {labels[v]: [n for n in names if present_classes(truths[n], len(labels))[v]] for v in FOREGROUND}
+    return {**aware, "dice_naive": naive["dice"], "iou_naive": naive["iou"], "scored_examples": scored}
+
+
+def format_scores(scores: dict) -> str:
+    """A small text table: Dice and IoU per class, partial-label aware and naive."""
+    lines = [f"{'class':<10}{'Dice':>8}{'IoU':>8}{'naive Dice':>12}{'naive IoU':>11}  scored on"]
+    for label in scores["dice"]:
+        lines.append(f"{label:<10}{scores['dice'][label]:>8.4f}{scores['iou'][label]:>8.4f}"
+                     f"{scores['dice_naive'][label]:>12.4f}{scores['iou_naive'][label]:>11.4f}  "
+                     f"{', '.join(scores['scored_examples'][label])}")
+    return "\n".join(lines)
+
+
+TARGET_DICE = {"disc": 0.88, "vertebra": 0.92}  # the project's quality target (held-out, partial-label aware)
+INPUT_WAIT_LIMIT = 0.02
+
+
+def conclusion(metrics: dict) -> str:
+    """What the metrics support, in sentences computed from them (targets met or missed, naive vs aware)."""
+    dice, naive = metrics["dice"], metrics["dice_naive"]
+    verdicts = [f"{label} {dice[label]:.3f} ({'meets' if dice[label] >= target else 'misses'} the {target} target)"
+                for label, target in TARGET_DICE.items() if label in dice]
+    gaps = [f"{label} {naive[label] - dice[label]:+.3f}" for label in dice]
+    wait = metrics["input_wait_share"]
+    return "\n".join([
+        "Held-out Dice over the test examples that label each class: " + "; ".join(verdicts) + ".",
+        "Naive pooled Dice differs by " + ", ".join(gaps) + " (negative: predictions on examples that lack the "
+        "label are counted as errors).",
+        f"Input wait was {100 * wait:.1f}% of a training step "
+        f"({'within' if wait <= INPUT_WAIT_LIMIT else 'above'} the {100 * INPUT_WAIT_LIMIT:.0f}% budget); "
+        f"training ran {metrics['training']['epochs_run']} epochs in {metrics['training']['train_seconds'] / 60:.1f} min.",
+    ])
+
+
+def save_predictions(predictions: dict, output_dir) -> Path:
+    """Write each label map to output_dir/predictions/<name>.npy; returns that folder."""
+    folder = Path(output_dir) / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, labels in predictions.items():
+        np.save(folder / f"{name}.npy", labels)
+    return folder
+
+
+def write_metrics(metrics: dict, output_dir) -> Path:
+    """Write output_dir/metrics.json (NaN written as null, so any JSON reader accepts it)."""
+    path = Path(output_dir) / "metrics.json"
+    path.write_text(json.dumps(_nan_to_none(metrics), indent=2) + "\n")
+    return path
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- figures
+
+LABEL_COLOURS = np.array([[0, 0, 0, 0], [1.0, 0.85, 0.1, 0.55], [0.1, 0.6, 1.0, 0.45]])  # RGBA: none, disc, vertebra
+
+
+def plot_learning_curves(history: dict, best_epoch: int | None = None):
+    """Loss and foreground IoU per epoch, train vs val, with the kept (best val loss) epoch marked."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, key in zip(axes, ("loss", "iou_score")):
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], label=f"train {key}")
+        ax.plot(epochs, history[f"val_{key}"], label=f"val {key}")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"kept: epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    axes[0].set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def plot_overlays(data: loader.DataLoader, predictions: dict, names=None, max_examples: int = 4):
+    """Rows of (image, truth overlay, prediction overlay) for test examples; disc yellow, vertebra blue."""
+    import matplotlib.pyplot as plt
+
+    names = list(names or predictions)[:max_examples]
+    fig, axes = plt.subplots(len(names), 3, figsize=(9, 3 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
+        image = data.get_image(name)[..., 0]
+        for ax, (title, labels) in zip(row, (("image", None), ("truth", data.get_mask(name)),
+                                             ("prediction", predictions[name]))):
+            ax.imshow(image, cmap="gray")
+            if labels is not None:
+                ax.imshow(LABEL_COLOURS[labels])
+            ax.set_title(f"{name}: {title}")
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
