@@ -322,7 +322,7 @@ def flag_counts(examples) -> dict[str, int]:
 def read_dataset(data_dir, labels=loader.LABELS):
     """(names, images, masks) of every pair under data_dir, validated by the loader."""
     data = loader.DataLoader(data_dir, batch_size=1, labels=labels, progress=False)
-    raw = [data._raw_pair(name) for name in data.names]
+    raw = [data.raw_pair(name) for name in data.names]
     return data.names, [image for image, _ in raw], [mask for _, mask in raw]
 
 

@@ -496,7 +496,11 @@ class DataLoader:
                             f"expected {'x'.join(map(str, self.shape))} like the first image")
         return image, mask
 
-    def _raw_pair(self, name):
+    def raw_pair(self, name):
+        """The stored arrays of `name`: image (H, W) uint8 (or float32 in [0, 1]) and mask (H, W) uint8.
+
+        From the cache these are views, not copies: read them, do not modify them.
+        """
         if self.cache:
             i = self._row(name)
             return self._images[i], self._masks[i]
@@ -520,11 +524,11 @@ class DataLoader:
 
     def get_image(self, name) -> np.ndarray:
         """The image of example `name` as float32 (H, W, 1) in [0, 1]."""
-        return image_to_float(self._raw_pair(name)[0])[..., None].astype(np.float32, copy=True)
+        return image_to_float(self.raw_pair(name)[0])[..., None].astype(np.float32, copy=True)
 
     def get_mask(self, name) -> np.ndarray:
         """The mask of example `name` as integer (H, W) labels (uint8)."""
-        return self._raw_pair(name)[1].copy()
+        return self.raw_pair(name)[1].copy()
 
     def split_of(self, name) -> str:
         """Which split `name` belongs to."""

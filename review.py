@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 import audit
+import figures
 import loader
 
 VERDICTS = ("aligned", "problem")
 FILTERS = ("all", "flagged", "unreviewed")
-CLASS_COLOURS = ((0, 0, 0), (230, 60, 60), (60, 200, 230), (250, 200, 40), (140, 90, 230))
+# the same colours as every other figure of the project, as 8-bit RGB
+CLASS_COLOURS = tuple(tuple(int(round(255 * v)) for v in colour) for colour in figures.CLASS_COLOURS)
 
 
 # ---------------------------------------------------------------- the verdict log
@@ -278,7 +280,7 @@ class ReviewApp:
 
     def refresh(self):
         """Redraw the views, the findings, the title and the progress for the current example."""
-        image, mask = self.data._raw_pair(self.current)
+        image, mask = self.data.raw_pair(self.current)
         classes = [value for value, box in self.class_boxes.items() if box.value]
         self.view.value = png_bytes(render_views(image, mask, self.opacity.value, classes, self.mode.value))
         self.info.value = describe(self.entries.get(self.current), self.verdicts.get(self.current))

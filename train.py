@@ -12,6 +12,7 @@ import legacy_keras  # noqa: F401  (sets up legacy Keras before TensorFlow is im
 
 import numpy as np
 
+import figures
 import loader
 
 tf = legacy_keras.import_tensorflow()
@@ -368,9 +369,6 @@ def _nan_to_none(value):
 
 # ---------------------------------------------------------------- figures
 
-LABEL_COLOURS = np.array([[0, 0, 0, 0], [1.0, 0.85, 0.1, 0.55], [0.1, 0.6, 1.0, 0.45]])  # RGBA: none, disc, vertebra
-
-
 def plot_learning_curves(history: dict, best_epoch: int | None = None):
     """Loss and foreground IoU per epoch, train vs val, with the kept (best val loss) epoch marked."""
     import matplotlib.pyplot as plt
@@ -399,9 +397,7 @@ def plot_overlays(data: loader.DataLoader, predictions: dict, names=None, max_ex
         image = data.get_image(name)[..., 0]
         for ax, (title, labels) in zip(row, (("image", None), ("truth", data.get_mask(name)),
                                              ("prediction", predictions[name]))):
-            ax.imshow(image, cmap="gray")
-            if labels is not None:
-                ax.imshow(LABEL_COLOURS[labels])
+            ax.imshow(image, cmap="gray") if labels is None else ax.imshow(figures.overlay_rgb(image, labels))
             ax.set_title(f"{name}: {title}")
             ax.axis("off")
     fig.tight_layout()
