@@ -311,6 +311,12 @@ def split_names(names, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict[str, li
     }
 
 
+def fitting_batch_size(splits: dict, batch_size: int) -> int:
+    """`batch_size`, lowered if needed so that every non-empty split can fill a batch (small datasets)."""
+    sizes = [len(names) for names in splits.values() if names]
+    return max(1, min([int(batch_size), *sizes]))
+
+
 def kfold_splits(names, n_folds: int = 5, fold: int = 0, seed: int = 0, val_fraction: float = 0.2):
     """Fold `fold` of a seeded k-fold: that fold is test; val is drawn from the rest; train is what remains."""
     if not 0 <= fold < n_folds:

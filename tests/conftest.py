@@ -14,9 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import legacy_keras  # noqa: E402,F401  (before anything can import TensorFlow)
 
-# Notebook 04 under nbval trains for 2 epochs (nbval cannot inject parameters; the notebook reads this).
-os.environ.setdefault("SPINE_SMOKE_EPOCHS", "2")
-
 SHARED_DATA = Path(os.environ.get("SPINE_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data" / "spine-mri"))
 
 

@@ -292,3 +292,9 @@ def test_real_data_loads(example_data):
     assert len(data.names) == 20 and data.shape == (256, 256)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 12, "val": 4, "test": 4}
     assert np.array_equal(data.get_mask("7"), np.load(example_data / "masks" / "7.npy"))
+
+
+def test_fitting_batch_size_lowers_only_when_a_split_is_too_small():
+    assert loader.fitting_batch_size({"train": list("abcdef"), "val": list("gh"), "test": []}, 4) == 2
+    assert loader.fitting_batch_size({"train": list("abcdef"), "val": list("ghij"), "test": list("kl")}, 1) == 1
+    assert loader.fitting_batch_size({"train": list("abcdefgh"), "val": list("ijkl"), "test": list("mnop")}, 4) == 4
