@@ -116,29 +116,16 @@ def filter_names(names, report, verdicts, mode: str) -> list[str]:
     return list(names)
 
 
-def class_layer(mask, classes, mode: str) -> np.ndarray:
-    """Boolean (H, W, C) of the pixels to paint per class: the region ("fill") or its outline ("contour")."""
-    layers = np.zeros((*mask.shape, len(CLASS_COLOURS)), bool)
-    for value in classes:
-        region = mask == value
-        layers[..., value] = audit.boundary_map(region.astype(np.uint8)) * region > 0 if mode == "contour" else region
-    return layers
-
-
 def render_views(image, mask, opacity=0.4, classes=(1, 2), mode="fill") -> np.ndarray:
-    """One RGB uint8 strip: image | overlay | mask, each the size of the image."""
+    """One RGB uint8 strip: image | overlay | mask, each the size of the image (drawn by figures.overlay_rgb)."""
     if mode not in ("fill", "contour"):
         raise ValueError(f"mode must be 'fill' or 'contour', got {mode!r}")
-    gray = np.repeat((loader.image_to_float(image) * 255).astype(np.float32)[..., None], 3, axis=2)
-    layers = class_layer(mask, classes, mode)
-    colours = np.zeros_like(gray)
-    painted = np.zeros(mask.shape, bool)
-    for value in classes:
-        colours[layers[..., value]] = CLASS_COLOURS[value % len(CLASS_COLOURS)]
-        painted |= layers[..., value]
-    alpha = (1.0 if mode == "contour" else opacity) * painted[..., None]
-    overlay = gray * (1 - alpha) + colours * alpha
-    return np.concatenate([gray, overlay, colours], axis=1).clip(0, 255).astype(np.uint8)
+    gray = loader.image_to_float(image)
+    contour = mode == "contour"
+    views = [np.repeat(gray[..., None], 3, axis=2),
+             figures.overlay_rgb(gray, mask, opacity, classes, contour),
+             figures.overlay_rgb(np.zeros_like(gray), mask, 1.0, classes, contour)]  # the labels alone
+    return np.round(np.concatenate(views, axis=1) * 255).astype(np.uint8)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
