@@ -30,7 +30,7 @@ class LoaderSequence(tf.keras.utils.Sequence):
 
 def loader_dataset(loader, split="train", epochs=None, prefetch=None):
     """`tf.data.Dataset` of (images, one-hot masks) batches, prefetched so decoding overlaps the model step."""
-    height, width = loader.shape
+    height, width = loader.batch_shape(split)
     images = tf.TensorSpec((None, height, width, 1), tf.float32)
     masks = tf.TensorSpec((None, height, width, loader.n_classes), tf.float32)
 

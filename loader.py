@@ -361,6 +361,11 @@ class Augment:
     brightness: float = 0.1  # added offset drawn from [-brightness, brightness]
     contrast: float = 0.15  # gain drawn from [1 - contrast, 1 + contrast]
     gamma: tuple = (0.8, 1.25)
+    crop: int | None = None  # output a random crop x crop window of the augmented image (None: whole image)
+
+    def output_shape(self, shape) -> tuple:
+        """The (H, W) that `apply` returns for an input of `shape`: the crop, limited to the image, or `shape`."""
+        return tuple(shape) if self.crop is None else tuple(min(self.crop, side) for side in shape)
 
     def geometry(self, rng: np.random.Generator, shape):
         """Draw an affine map (matrix, offset) in output->input pixel coordinates, for scipy.ndimage."""
@@ -375,12 +380,19 @@ class Augment:
         return matrix, offset
 
     def apply(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
-        """Augment one pair (2D float image in [0, 1], 2D integer mask); returns new arrays."""
+        """Augment one pair (2D float image in [0, 1], 2D integer mask); returns new arrays of `output_shape`.
+
+        A crop is resampled directly (the window moves the affine map's offset), so only its pixels are computed.
+        """
         from scipy import ndimage
 
         matrix, offset = self.geometry(rng, image.shape)
-        image = ndimage.affine_transform(image, matrix, offset, order=1, mode="constant", cval=0.0)
-        mask = ndimage.affine_transform(mask, matrix, offset, order=0, mode="constant", cval=0)
+        size = self.output_shape(image.shape)
+        if self.crop is not None:
+            corner = rng.integers(0, np.array(image.shape) - size, endpoint=True)
+            offset = offset + matrix @ corner
+        image = ndimage.affine_transform(image, matrix, offset, output_shape=size, order=1, mode="constant", cval=0.0)
+        mask = ndimage.affine_transform(mask, matrix, offset, output_shape=size, order=0, mode="constant", cval=0)
         gain = rng.uniform(1 - self.contrast, 1 + self.contrast)
         bias = rng.uniform(-self.brightness, self.brightness)
         gamma = rng.uniform(*self.gamma)
@@ -577,6 +589,10 @@ class DataLoader:
             batches.append(np.concatenate([tail, rng.choice(others, size - len(tail), replace=False)]))
         return [[names[i] for i in batch] for batch in batches]
 
+    def batch_shape(self, split="train") -> tuple:
+        """(H, W) of the batches of `split`: the augmentation's crop for the train split, else the image shape."""
+        return self.augment.output_shape(self.shape) if self.augment and split == "train" else tuple(self.shape)
+
     def _augment_rng(self, split, epoch, step):
         return np.random.default_rng([self.seed, SPLITS.index(split), epoch, step, 1])
 
@@ -585,11 +601,12 @@ class DataLoader:
 
         Augmentation (train split only) is seeded by (seed, epoch, step), so it is the same in every adapter.
         """
-        # fresh arrays every batch, so callers may keep them; glibc reuses the freed blocks, so this is cheap
-        images = np.empty((len(names), *self.shape, 1), dtype=np.float32)
-        onehot = np.empty((len(names), *self.shape, self.n_classes), dtype=np.float32)
-        raw_images, masks = self._raw_batch(names)
         augment = self.augment if split == "train" else None
+        shape = self.batch_shape(split)
+        # fresh arrays every batch, so callers may keep them; glibc reuses the freed blocks, so this is cheap
+        images = np.empty((len(names), *shape, 1), dtype=np.float32)
+        onehot = np.empty((len(names), *shape, self.n_classes), dtype=np.float32)
+        raw_images, masks = self._raw_batch(names)
         if not augment:
             _fill_batch(raw_images, masks, images, onehot)
             return images, onehot

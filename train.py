@@ -173,29 +173,24 @@ class TimeLimit(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def random_crops(dataset, size: int | None):
-    """Crop every batch of a (images, one-hot masks) dataset to size x size at one random place per batch.
+def augmentation(augment: bool, crop: int | None) -> loader.Augment | None:
+    """The train-split augmentation: the default `loader.Augment` (or none) plus random crop x crop windows.
 
     Crops make a step ~2.5x cheaper at 160 of 256 px, so a CPU budget buys more steps at full resolution
-    (prediction runs on whole images: the network is fully convolutional). A class cut out of a crop only
-    becomes "unknown" for that crop under the partial-label loss, so a crop never teaches a wrong label.
+    (prediction runs on whole images: the network is fully convolutional); cropping inside the augmentation
+    also resamples only the crop's pixels. A class cut out of a crop only becomes "unknown" for that crop under
+    the partial-label loss, so a crop never teaches a wrong label.
     """
-    if not size:
-        return dataset
-
-    def crop(images, masks):
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
-        top = tf.random.uniform((), 0, height - size + 1, dtype=tf.int32)
-        left = tf.random.uniform((), 0, width - size + 1, dtype=tf.int32)
-        return images[:, top:top + size, left:left + size], masks[:, top:top + size, left:left + size]
-
-    return dataset.map(crop).prefetch(tf.data.AUTOTUNE)
+    if augment:
+        return loader.Augment(crop=crop or None)
+    still = dict(flip_lr=0.0, rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0, gamma=(1.0, 1.0))
+    return loader.Augment(**still, crop=crop) if crop else None
 
 
 def fit_with_checkpoint(model, data: loader.DataLoader, output_dir, epochs: int = 100, patience: int = 25,
                         lr_patience: int = 8, time_limit_minutes: float = 10.0, passes_per_epoch: int = 1,
-                        crop: int | None = None, verbose: int = 0):
-    """Fit on the train split (optionally on random crops), monitor val loss on whole val images, keep the best
+                        verbose: int = 0):
+    """Fit on the train split (its batches as the loader's augmentation makes them), monitor val loss on whole val images, keep the best
     weights (restored at the end); an epoch is `passes_per_epoch` passes over the train split. Returns a report
     dict with the history, best epoch, wall time and the per-step times."""
     # TensorFlow checkpoint format, not .h5: tf-keras's h5 loader fails on MirroredStrategy's batch-norm variables
@@ -210,7 +205,7 @@ def fit_with_checkpoint(model, data: loader.DataLoader, output_dir, epochs: int 
         timer, limit,
     ]
     start = time.perf_counter()
-    history = model.fit(random_crops(data.tf_dataset("train"), crop),
+    history = model.fit(data.tf_dataset("train"),
                         steps_per_epoch=passes_per_epoch * data.steps_per_epoch("train"), epochs=epochs,
                         validation_data=data.tf_dataset("val"), validation_steps=data.steps_per_epoch("val"),
                         callbacks=callbacks, verbose=verbose)
@@ -238,12 +233,11 @@ def save_model(model, output_dir) -> Path:
     return path
 
 
-def in_memory_step_seconds(model, data: loader.DataLoader, steps: int = 12, crop: int | None = None) -> list[float]:
-    """Step times of the same `fit` loop fed one (cropped) train batch from memory, no input pipeline;
+def in_memory_step_seconds(model, data: loader.DataLoader, steps: int = 12) -> list[float]:
+    """Step times of the same `fit` loop fed one train batch from memory, no input pipeline;
     the weights are restored afterwards."""
     weights = model.get_weights()
     images, masks = next(data.get_batch("train"))
-    images, masks = images[:, : crop or None, : crop or None], masks[:, : crop or None, : crop or None]
     timer = StepTimer()
     batch = tf.data.Dataset.from_tensors((images, masks)).repeat()
     model.fit(batch, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)

@@ -249,6 +249,33 @@ def test_intensity_changes_touch_the_image_only(seed):
     assert aug_image.min() >= 0 and aug_image.max() <= 1
 
 
+@fast_examples
+@given(seed=st.integers(0, 2**32 - 1), crop=st.integers(8, 64))
+def test_augmentation_crops_image_and_mask_at_the_same_window(seed, crop):
+    from synthetic import make_image
+
+    image = make_image(seed % 1000, (48, 64))
+    mask = derive_mask(image)
+    cropping = loader.Augment(flip_lr=0.0, rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0,
+                              contrast=0.0, gamma=(1.0, 1.0), crop=crop)
+    aug_image, aug_mask = cropping.apply(image / np.float32(255), mask, np.random.default_rng(seed))
+    expected = (min(crop, 48), min(crop, 64))
+    assert aug_image.shape == aug_mask.shape == cropping.output_shape(image.shape) == expected
+    # no rotation or zoom: the crop is an exact window of the input, the same one for image and mask
+    windows = np.lib.stride_tricks.sliding_window_view(mask, expected)
+    rows, cols = np.nonzero((windows == aug_mask).all(axis=(-2, -1)))
+    assert any(np.allclose(aug_image, image[r:r + expected[0], c:c + expected[1]] / np.float32(255))
+               for r, c in zip(rows, cols))
+
+
+def test_cropping_loader_crops_train_batches_only(dataset):
+    data = loader.DataLoader(dataset, batch_size=2, augment=loader.Augment(crop=16))
+    images, onehot = next(data.get_batch("train"))
+    assert images.shape[1:3] == onehot.shape[1:3] == data.batch_shape("train") == (16, 16)
+    assert next(data.get_batch("val"))[0].shape[1:3] == data.batch_shape("val") == tuple(data.shape)
+    assert np.array_equal(onehot.sum(-1), np.ones(onehot.shape[:3]))
+
+
 def test_augmentation_is_seeded_and_train_only(dataset):
     plain = loader.DataLoader(dataset, batch_size=2)
     aug = loader.DataLoader(dataset, batch_size=2, augment=True)
@@ -271,8 +298,9 @@ def test_importing_loader_does_not_import_tensorflow():
     assert out.strip() == "False"
 
 
-def test_keras_sequence_and_tf_dataset_match_get_batch(dataset):
-    data = loader.DataLoader(dataset, batch_size=4, augment=True)
+@pytest.mark.parametrize("augment", [True, loader.Augment(crop=16)], ids=["augment", "augment-crop"])
+def test_keras_sequence_and_tf_dataset_match_get_batch(dataset, augment):
+    data = loader.DataLoader(dataset, batch_size=4, augment=augment)
     steps = data.steps_per_epoch("train")
     expected = [next(gen) for gen in [data.get_batch("train")] for _ in range(2 * steps)]
     sequence = data.keras_sequence("train")

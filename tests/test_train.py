@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import loader
 import train
 from conftest import PROJECT_DIR
 from synthetic import write_dataset
@@ -214,3 +215,16 @@ def test_flip_average_maps_the_mirrored_prediction_back_before_averaging():
     assert plain[:, :2].tolist() == [[1, 1]] * 4 and (plain[:, 2:] == 0).all()
     # mirrored back, each quarter averages disc 0.8 with 0.1 -> 0.45 < background 0.55; unmirrored it would stay disc
     assert (averaged == 0).all()
+
+
+def test_augmentation_crops_with_or_without_jitter():
+    assert train.augmentation(False, None) is None
+    assert train.augmentation(True, None) == loader.Augment()
+    assert train.augmentation(True, 160) == loader.Augment(crop=160)
+    plain_crop = train.augmentation(False, 32)
+    image, mask = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096, np.zeros((64, 64), np.uint8)
+    cropped, _ = plain_crop.apply(image, mask, np.random.default_rng(0))
+    assert cropped.shape == (32, 32)
+    # no jitter: the crop is an exact window of the image
+    top, left = divmod(int(round(cropped[0, 0] * 4096)), 64)
+    assert np.allclose(cropped, image[top:top + 32, left:left + 32])
