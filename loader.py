@@ -8,8 +8,6 @@ import argparse
 import os
 import re
 import sys
-import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import count
@@ -225,34 +223,12 @@ def _assembly_pool() -> ThreadPoolExecutor:
     return _assembly_pools[pid]
 
 
-class _SplitChooser:
-    """Whether to split batch assembly over threads: whichever measured faster lately.
-
-    On an idle machine the split is ~1.7x faster; when other jobs hold the cores it is ~15% slower (hand-offs
-    to threads that wait for a core). Load changes, so both ways are re-timed on 4 of every 64 batches.
-    """
-
-    def __init__(self, explore_every: int = 64):
-        self.explore_every, self.batches = explore_every, 0
-        self.seconds_per_pair = {False: deque(maxlen=3), True: deque(maxlen=3)}
-
-    def use_threads(self) -> bool:
-        self.batches += 1
-        phase = self.batches % self.explore_every
-        if phase < 4:
-            return bool(phase % 2)
-        medians = {way: sorted(times)[len(times) // 2] for way, times in self.seconds_per_pair.items() if times}
-        return len(medians) == 2 and medians[True] < medians[False]
-
-    def record(self, threaded: bool, seconds_per_pair: float) -> None:
-        self.seconds_per_pair[threaded].append(seconds_per_pair)
-
-
-_split_chooser = _SplitChooser()
-
-
 def _fill_batch(raw_images, masks, images, onehot) -> None:
-    """Write float images and one-hot masks of a whole batch, split over threads by example when that pays."""
+    """Write float images and one-hot masks of a whole batch, split by example over `_ASSEMBLY_THREADS` threads.
+
+    numpy releases the GIL in these loops, so the parts run on separate cores (~1.7x faster for B=16 on 2 idle
+    cores; ~15% slower when other jobs hold every core, see bench/README.md). Parts write disjoint slices.
+    """
 
     def fill(part):  # whole-batch slices: a few long vectorised loops instead of 4 short ones per example
         _float_into(raw_images[part], images[part, ..., 0])
@@ -261,27 +237,24 @@ def _fill_batch(raw_images, masks, images, onehot) -> None:
     n_parts = min(_ASSEMBLY_THREADS, len(images))
     if n_parts < 2 or onehot.nbytes < 2**20:  # small batches: a thread hand-off costs more than it saves
         return fill(slice(None))
-    threaded, start = _split_chooser.use_threads(), time.perf_counter()
-    if not threaded:
-        fill(slice(None))
-    else:
-        bounds = np.linspace(0, len(images), n_parts + 1).astype(int)
-        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        # numpy releases the GIL in these loops, so parts run on separate cores; they write disjoint slices.
-        # This thread fills the first part itself rather than wait idle.
-        others = [_assembly_pool().submit(fill, part) for part in parts[1:]]
-        fill(parts[0])
-        for other in others:
-            other.result()
-    _split_chooser.record(threaded, (time.perf_counter() - start) / len(images))
+    bounds = np.linspace(0, len(images), n_parts + 1).astype(int)
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    others = [_assembly_pool().submit(fill, part) for part in parts[1:]]
+    fill(parts[0])  # this thread fills the first part itself rather than wait idle
+    for other in others:
+        other.result()
 
 
 def _one_hot_into(masks: np.ndarray, out: np.ndarray) -> None:
     """Write the float32 one-hot encoding of the uint8 label maps `masks` (..., H, W) into `out` (..., H, W, C)."""
     # one flat comparison per class: ~6x cheaper than np.eye(C)[mask] or than comparing mask[..., None]
-    # with all classes at once (both run an inner loop only C long per pixel); see bench/README.md
+    # with all classes at once (both run an inner loop only C long per pixel); see bench/README.md.
+    # The comparison goes to a contiguous bool buffer and is cast from its uint8 view: casting bool to float
+    # branches per pixel, which is ~5x slower on masks whose labels change often (noisy masks).
+    is_class = np.empty(masks.shape, dtype=np.bool_)
     for c in range(out.shape[-1]):
-        np.equal(masks, c, out=out[..., c], casting="unsafe")
+        np.equal(masks, c, out=is_class)
+        np.copyto(out[..., c], is_class.view(np.uint8), casting="unsafe")
 
 
 # ---------------------------------------------------------------- splitting

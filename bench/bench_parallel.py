@@ -38,7 +38,7 @@ def _read(paths):
 
 def assembly_rate(data, names, threaded: bool, repeats: int = 60) -> float:
     """Median pairs/s of `batch_arrays` (cached) with the thread split forced on or off."""
-    loader._split_chooser.use_threads = lambda: threaded  # an instance attribute shadows the adaptive choice
+    default, loader._ASSEMBLY_THREADS = loader._ASSEMBLY_THREADS, max(2, loader._ASSEMBLY_THREADS) if threaded else 1
     try:
         times = []
         for _ in range(repeats):
@@ -46,7 +46,7 @@ def assembly_rate(data, names, threaded: bool, repeats: int = 60) -> float:
             data.batch_arrays(names)
             times.append(time.perf_counter() - start)
     finally:
-        del loader._split_chooser.use_threads
+        loader._ASSEMBLY_THREADS = default
     return len(names) / statistics.median(times)
 
 

@@ -44,7 +44,7 @@ def dataset(tmp_path_factory):
 @pytest.mark.parametrize("augment", [None, True])
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 def test_cached_streaming_and_reference_batches_identical(dataset, augment, batch_size, threaded, monkeypatch):
-    monkeypatch.setattr(loader._split_chooser, "use_threads", lambda: threaded)
+    monkeypatch.setattr(loader, "_ASSEMBLY_THREADS", 2 if threaded else 1)
     cached, streaming = (loader.DataLoader(dataset, batch_size=batch_size, split=(0.5, 0.5, 0.0), cache=cache,
                                            augment=augment, remainder="keep") for cache in (True, False))
     for split in ("train", "val"):
