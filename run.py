@@ -11,8 +11,10 @@ import csv
 import itertools
 import json
 import math
+import os
 import statistics
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -24,15 +26,41 @@ def notebook_paths() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
+def kernel_log_path(output: Path) -> Path:
+    """Where the kernel's own stderr of the run writing `output` goes: `<output>.stderr.log` beside it."""
+    return output.with_name(output.name + ".stderr.log")
+
+
+@contextmanager
+def stderr_to(path: Path):
+    """Point this process's stderr (file descriptor 2, which kernels inherit) at `path` while the block runs.
+
+    A kernel's C++ libraries write to it directly (TensorFlow's start-up lines); they belong in a log file,
+    not among this command's messages.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with path.open("w") as log:
+            os.dup2(log.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def execute_notebook(notebook: Path, output: Path, parameters: dict) -> None:
-    """Run one notebook with papermill into `output`; a failing cell raises and leaves `output` with the error."""
+    """Run one notebook with papermill into `output`; a failing cell raises and leaves `output` with the error.
+    The kernel's stderr goes to `kernel_log_path(output)`."""
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-        log_output=False, kernel_name="python3",
-    )
+    with stderr_to(kernel_log_path(output)):
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+            log_output=False, kernel_name="python3",
+        )
 
 
 def run_notebooks(data_dir: Path, out_dir: Path) -> int:

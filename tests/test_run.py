@@ -16,7 +16,8 @@ SWEEP_NOTEBOOK_CELLS = [
      "if fail:\n"
      "    raise ValueError(f'deliberate failure with x={x}')\n"
      "metrics = {'dice': {'disc': x / 10, 'vertebra': 0.9}, 'scored_examples': {'disc': ['a']}}\n"
-     "(pathlib.Path(output_dir) / 'metrics.json').write_text(json.dumps(metrics))", []),
+     "(pathlib.Path(output_dir) / 'metrics.json').write_text(json.dumps(metrics))\n"
+     "import os; os.write(2, b'kernel start-up noise\\n')  # as TensorFlow's C++ logging does", []),
 ]
 
 
@@ -72,10 +73,13 @@ def test_sweep_runs_the_grid_and_a_failing_run_exits_non_zero_with_its_notebook_
 
 
 @pytest.mark.slow
-def test_sweep_of_runs_that_all_succeed_exits_zero(sweep_notebook, tmp_path):
+def test_sweep_of_runs_that_all_succeed_exits_zero(sweep_notebook, tmp_path, capfd):
     code = run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "2", "--name", "ok",
                      "--out", str(tmp_path)])
     assert code == 0
+    # the kernel's own stderr goes to a log beside each executed notebook, not to the console
+    assert "kernel start-up noise" not in capfd.readouterr().err
+    assert "kernel start-up noise" in run.kernel_log_path(tmp_path / "ok" / "x-2" / "toy.ipynb").read_text()
     metrics = json.loads((tmp_path / "ok" / "x-2" / "metrics.json").read_text())
     assert metrics["dice"]["disc"] == 0.2
     with (tmp_path / "ok" / "summary.csv").open() as f:
