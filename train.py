@@ -233,23 +233,32 @@ def save_model(model, output_dir) -> Path:
     return path
 
 
-def in_memory_step_seconds(model, data: loader.DataLoader, steps: int = 12) -> list[float]:
-    """Step times of the same `fit` loop fed one train batch from memory, no input pipeline;
-    the weights are restored afterwards."""
-    weights = model.get_weights()
-    images, masks = next(data.get_batch("train"))
+def step_seconds(model, dataset, steps: int) -> list[float]:
+    """Wall time of each of `steps` training steps of `fit` on `dataset` (this trains the model)."""
     timer = StepTimer()
-    batch = tf.data.Dataset.from_tensors((images, masks)).repeat()
-    model.fit(batch, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
-    model.set_weights(weights)
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
     return timer.seconds
 
 
-def input_wait_share(pipeline_seconds, memory_seconds, warmup: int = 2) -> float:
+def input_wait_probe(model, data: loader.DataLoader, rounds: int = 3, steps: int = 12, warmup: int = 2) -> dict:
+    """Step times of `fit` fed by the real loader (its `tf.data` adapter, augmentation included) and by one train
+    batch held in memory, in alternating rounds so both see the same model and the same machine load; the first
+    `warmup` steps of each round (iterator start-up) are left out. The weights are restored afterwards."""
+    weights = model.get_weights()
+    feeds = {"loader": data.tf_dataset("train"),
+             "memory": tf.data.Dataset.from_tensors(next(data.get_batch("train"))).repeat()}
+    seconds = {name: [] for name in feeds}
+    for _ in range(rounds):
+        for name, dataset in feeds.items():
+            seconds[name] += step_seconds(model, dataset, steps)[warmup:]
+    model.set_weights(weights)
+    return seconds
+
+
+def input_wait_share(pipeline_seconds, memory_seconds) -> float:
     """Share of a training step spent waiting for input: (median step with the real pipeline - median step
-    from memory) / median step with the real pipeline, floored at 0; the first `warmup` steps (tracing) skipped."""
-    real = float(np.median(pipeline_seconds[warmup:]))
-    memory = float(np.median(memory_seconds[warmup:]))
+    from memory) / median step with the real pipeline, floored at 0."""
+    real, memory = float(np.median(pipeline_seconds)), float(np.median(memory_seconds))
     return max(0.0, (real - memory) / real)
 
 
