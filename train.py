@@ -124,16 +124,47 @@ def make_strategy(name: str = "default", cpu_devices: int = 2):
 
 
 LITE_DECODER = (128, 64, 32, 16, 8)  # half segmentation_models' default widths: ~2x faster steps on CPU
+UNET_MULTIPLE = 32  # a UNet with 5 poolings needs sides divisible by 2**5
+
+
+@tf.keras.utils.register_keras_serializable(package="spine_seg")
+class PadToMultiple(tf.keras.layers.Layer):
+    """Zero-pad height and width at the bottom/right up to the next multiple (a no-op when already divisible)."""
+
+    def __init__(self, multiple: int = UNET_MULTIPLE, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = multiple
+
+    def call(self, images):
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        return tf.pad(images, [[0, 0], [0, -height % self.multiple], [0, -width % self.multiple], [0, 0]])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@tf.keras.utils.register_keras_serializable(package="spine_seg")
+class CropToInput(tf.keras.layers.Layer):
+    """Crop a padded output back to the height and width of the original input."""
+
+    def call(self, inputs):
+        output, original = inputs
+        return output[:, : tf.shape(original)[1], : tf.shape(original)[2]]
 
 
 def build_model(backbone: str = "resnet18", n_classes: int = len(loader.LABELS), learning_rate: float = 1e-3,
                 partial_labels: bool = True, focal_weight: float = 1.0, strategy=None, decoder_filters=LITE_DECODER):
-    """A compiled softmax UNet on one grey channel (no pretrained weights), with Dice+focal loss, IoU/F-score."""
+    """A compiled softmax UNet on one grey channel (no pretrained weights), with Dice+focal loss, IoU/F-score.
+    Images of any size go in: they are zero-padded to a multiple of 32 inside the model and the output is
+    cropped back, so the loss and predictions only ever see real pixels."""
     import segmentation_models as sm
 
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = sm.Unet(backbone, encoder_weights=None, input_shape=(None, None, 1), classes=n_classes,
-                        activation="softmax", decoder_filters=tuple(decoder_filters))
+        unet = sm.Unet(backbone, encoder_weights=None, input_shape=(None, None, 1), classes=n_classes,
+                       activation="softmax", decoder_filters=tuple(decoder_filters))
+        images = tf.keras.Input((None, None, 1), name="image")
+        probabilities = CropToInput(name="crop_to_input")([unet(PadToMultiple(name="pad_to_32")(images)), images])
+        model = tf.keras.Model(images, probabilities, name=f"unet_{backbone}")
         metrics = [sm.metrics.IOUScore(threshold=0.5, class_indexes=list(FOREGROUND)),
                    sm.metrics.FScore(threshold=0.5, class_indexes=list(FOREGROUND))]
         model.compile(tf.keras.optimizers.Adam(learning_rate), make_loss(partial_labels, focal_weight), metrics)
@@ -227,7 +258,8 @@ def training_summary(report: dict) -> dict:
 
 
 def save_model(model, output_dir) -> Path:
-    """Save the architecture and weights (no optimizer) as output_dir/model.h5; load with compile=False."""
+    """Save the architecture and weights (no optimizer) as output_dir/model.h5; load it with compile=False after
+    `import train` (which registers the padding layers)."""
     path = Path(output_dir) / "model.h5"
     model.save(str(path), include_optimizer=False)
     return path

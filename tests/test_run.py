@@ -85,3 +85,19 @@ def test_sweep_of_runs_that_all_succeed_exits_zero(sweep_notebook, tmp_path, cap
     with (tmp_path / "ok" / "summary.csv").open() as f:
         sd = [row for row in csv.DictReader(f) if row["run"] == "sd"][0]
     assert math.isclose(float(sd["dice.disc"]), 0.0707, abs_tol=1e-3)
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_under_papermill_on_other_data(tmp_path):
+    """The notebooks on a dataset that is not the example: 10 synthetic pairs of 72 x 88 (not a multiple of 32),
+    with the smoke setting (SPINE_SMOKE_EPOCHS, set by the root conftest) for training."""
+    import numpy as np
+    from synthetic import write_dataset
+
+    data = write_dataset(tmp_path / "data", [str(i) for i in range(10)], shape=(72, 88))
+    assert run.main(["notebooks", "--data-dir", str(data), "--out", str(tmp_path / "out")]) == 0
+    results = tmp_path / "out" / "04_train_unet"
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert set(metrics["dice"]) == {"disc", "vertebra"} and metrics["training"]["epochs_run"] == 2
+    predictions = sorted((results / "predictions").glob("*.npy"))
+    assert predictions and all(np.load(path).shape == (72, 88) for path in predictions)

@@ -232,3 +232,15 @@ def test_augmentation_crops_with_or_without_jitter():
     # no jitter: the crop is an exact window of the image
     top, left = divmod(int(round(cropped[0, 0] * 4096)), 64)
     assert np.allclose(cropped, image[top:top + 32, left:left + 32])
+
+
+def test_model_takes_images_of_any_size():
+    # a bare UNet needs sides divisible by 32; the model pads inside and crops its output back
+    model = train.build_model("resnet18")
+    probabilities = model.predict(np.random.default_rng(0).random((2, 50, 70, 1), dtype=np.float32), verbose=0)
+    assert probabilities.shape == (2, 50, 70, 3)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    background = np.zeros((2, 40, 56, 3), np.float32)
+    background[..., 0] = 1.0
+    losses = model.train_on_batch(np.zeros((2, 40, 56, 1), np.float32), background)
+    assert np.all(np.isfinite(losses))
