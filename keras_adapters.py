@@ -2,6 +2,8 @@
 
 Kept apart from loader.py so that importing the loader never pulls TensorFlow in.
 """
+import time
+
 from legacy_keras import import_tensorflow
 
 tf = import_tensorflow()
@@ -28,15 +30,21 @@ class LoaderSequence(tf.keras.utils.Sequence):
         self._batches = self.loader.epoch_batches(self.split, self.epoch)
 
 
-def loader_dataset(loader, split="train", epochs=None, prefetch=None):
-    """`tf.data.Dataset` of (images, one-hot masks) batches, prefetched so decoding overlaps the model step."""
+def loader_dataset(loader, split="train", epochs=None, prefetch=None, ready_times=None):
+    """`tf.data.Dataset` of (images, one-hot masks) batches, prefetched so decoding overlaps the model step.
+
+    ready_times: a list to which the `time.perf_counter()` at which each batch is ready is appended, in order
+    (to tell, against the training steps' start times, whether a step had to wait for its batch)."""
     height, width = loader.batch_shape(split)
     images = tf.TensorSpec((None, height, width, 1), tf.float32)
     masks = tf.TensorSpec((None, height, width, loader.n_classes), tf.float32)
 
     def batches():
         for epoch, step, names in loader.iter_epochs(split, epochs):
-            yield loader.batch_arrays(names, split, epoch, step)
+            batch = loader.batch_arrays(names, split, epoch, step)
+            if ready_times is not None:
+                ready_times.append(time.perf_counter())
+            yield batch
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=(images, masks))
     return dataset.prefetch(tf.data.AUTOTUNE if prefetch is None else prefetch)

@@ -610,12 +610,13 @@ class DataLoader:
         self._split_names(split)
         return LoaderSequence(self, split)
 
-    def tf_dataset(self, split="train", epochs: int | None = None, prefetch: int | None = None):
-        """A prefetching `tf.data.Dataset` of the same batches as `get_batch` (endless when epochs is None)."""
+    def tf_dataset(self, split="train", epochs: int | None = None, prefetch: int | None = None, ready_times=None):
+        """A prefetching `tf.data.Dataset` of the same batches as `get_batch` (endless when epochs is None);
+        `ready_times`: a list that receives the time each batch was ready (see `keras_adapters.loader_dataset`)."""
         from keras_adapters import loader_dataset
 
         self._split_names(split)
-        return loader_dataset(self, split, epochs, prefetch)
+        return loader_dataset(self, split, epochs, prefetch, ready_times)
 
     def __repr__(self):
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())

@@ -80,13 +80,23 @@ def test_input_wait_share_compares_medians():
     assert train.input_wait_share([1.0, 1.0], [1.2, 1.2]) == 0.0  # never negative
 
 
+def test_blocked_share_counts_only_batches_not_ready_when_their_step_began():
+    starts = [0.0, 10.0, 20.0, 30.0, 40.0]  # five steps of 10 s; the first `warmup` ones are left out
+    seconds = [10.0] * 5
+    ready = [5.0, 1.0, 19.0, 32.0, 40.5]  # step 3 waits 2 s, step 4 waits 0.5 s, step 2's batch was early
+    assert train.blocked_share(ready, starts, seconds, warmup=2) == pytest.approx(2.5 / 30)
+    assert train.blocked_share(ready[:4], starts, seconds, warmup=2) == pytest.approx(2.0 / 20)  # prefetch ran out
+    assert train.blocked_share([], [], []) == 0.0
+
+
 def test_conclusion_is_computed_from_the_metrics():
     metrics = {"dice": {"disc": 0.9, "vertebra": 0.91}, "dice_naive": {"disc": 0.85, "vertebra": 0.91},
-               "input_wait_share": 0.005, "training": {"epochs_run": 40, "train_seconds": 300.0}}
+               "input_wait_share": 0.005, "loader_slowdown_share": 0.031,
+               "training": {"epochs_run": 40, "train_seconds": 300.0}}
     text = train.conclusion(metrics)
     assert "disc 0.900 (meets the 0.88 target)" in text
     assert "vertebra 0.910 (misses the 0.92 target)" in text
-    assert "disc -0.050" in text and "0.5% of a training step (within" in text
+    assert "disc -0.050" in text and "0.5% of the training time (within" in text and "3.1% slower" in text
 
 
 # ---------------------------------------------------------------- the partial-label loss
@@ -160,7 +170,11 @@ def test_fit_keeps_the_best_checkpoint_and_writes_predictions(tiny_data, tmp_pat
     report = train.fit_with_checkpoint(model, data, tmp_path, epochs=2)
     assert (tmp_path / "checkpoints" / "best.weights.index").is_file()
     assert report["epochs_run"] == 2 and report["best_epoch"] in (1, 2)
-    assert len(report["step_seconds"]) == 2 * data.steps_per_epoch("train")
+    assert len(report["step_seconds"]) == len(report["step_starts"]) == 2 * data.steps_per_epoch("train")
+    # every step's batch was produced, in order, by the loader (prefetch may run ahead of the last step)
+    ready = report["batch_ready_times"]
+    assert len(ready) >= len(report["step_starts"]) and ready == sorted(ready)
+    assert 0.0 <= train.blocked_share(ready, report["step_starts"], report["step_seconds"]) < 1.0
     predictions = train.predict_labels(model, data, data.splits["test"])
     folder = train.save_predictions(predictions, tmp_path)
     saved = np.load(folder / f"{data.splits['test'][0]}.npy")
