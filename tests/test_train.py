@@ -258,3 +258,28 @@ def test_model_takes_images_of_any_size():
     background[..., 0] = 1.0
     losses = model.train_on_batch(np.zeros((2, 40, 56, 1), np.float32), background)
     assert np.all(np.isfinite(losses))
+
+
+@pytest.mark.slow
+def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
+    import time as clock
+
+    import loader
+
+    data = loader.DataLoader(tiny_data, batch_size=2, seed=0)
+    make_batch = data.batch_arrays
+
+    def slow_batch(*args, **kwargs):  # 0.2 s per batch, far more than a step on 32 x 32 images
+        clock.sleep(0.2)
+        return make_batch(*args, **kwargs)
+
+    def waiting_share():
+        model = train.build_model("resnet18")
+        report = train.fit_with_checkpoint(model, data, tmp_path, epochs=2)
+        return train.blocked_share(report["batch_ready_times"], report["step_starts"], report["step_seconds"])
+
+    prompt = waiting_share()
+    data.batch_arrays = slow_batch
+    slow = waiting_share()
+    # the prefetch buffer fills while validation runs, so even a slow loader does not make every step wait
+    assert slow > 0.2 and prompt < 0.1, (slow, prompt)
