@@ -562,9 +562,14 @@ class DataLoader:
             batches.append(np.concatenate([tail, rng.choice(others, size - len(tail), replace=False)]))
         return [[names[i] for i in batch] for batch in batches]
 
+    def _augment_for(self, split):
+        """The augmentation that applies to `split`: the train split's only."""
+        return self.augment if split == "train" else None
+
     def batch_shape(self, split="train") -> tuple:
         """(H, W) of the batches of `split`: the augmentation's crop for the train split, else the image shape."""
-        return self.augment.output_shape(self.shape) if self.augment and split == "train" else tuple(self.shape)
+        augment = self._augment_for(split)
+        return augment.output_shape(self.shape) if augment else tuple(self.shape)
 
     def _augment_rng(self, split, epoch, step):
         return np.random.default_rng([self.seed, SPLITS.index(split), epoch, step, 1])
@@ -574,7 +579,7 @@ class DataLoader:
 
         Augmentation (train split only) is seeded by (seed, epoch, step), so it is the same in every adapter.
         """
-        augment = self.augment if split == "train" else None
+        augment = self._augment_for(split)
         shape = self.batch_shape(split)
         # fresh arrays every batch, so callers may keep them; glibc reuses the freed blocks, so this is cheap
         images = np.empty((len(names), *shape, 1), dtype=np.float32)

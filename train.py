@@ -274,7 +274,7 @@ def step_seconds(model, dataset, steps: int) -> list[float]:
     return timer.seconds
 
 
-def input_wait_probe(model, data: loader.DataLoader, rounds: int = 3, steps: int = 12, warmup: int = 2) -> dict:
+def slowdown_probe(model, data: loader.DataLoader, rounds: int = 3, steps: int = 12, warmup: int = 2) -> dict:
     """Step times of `fit` fed by the real loader (its `tf.data` adapter, augmentation included) and by one train
     batch held in memory, in alternating rounds so both see the same model and the same machine load; the first
     `warmup` steps of each round (iterator start-up) are left out. The weights are restored afterwards."""
@@ -299,9 +299,9 @@ def blocked_share(batch_ready_times, step_starts, step_seconds, warmup: int = 2)
     return sum(waits) / total if total else 0.0
 
 
-def input_wait_share(pipeline_seconds, memory_seconds) -> float:
-    """Share of a training step spent waiting for input: (median step with the real pipeline - median step
-    from memory) / median step with the real pipeline, floored at 0."""
+def slowdown_share(pipeline_seconds, memory_seconds) -> float:
+    """How much slower steps fed by the real pipeline are than steps fed from memory: (median step with the
+    pipeline - median step from memory) / median step with the pipeline, floored at 0."""
     real, memory = float(np.median(pipeline_seconds)), float(np.median(memory_seconds))
     return max(0.0, (real - memory) / real)
 

@@ -76,8 +76,8 @@ def test_describe_labelled_counts_classes_and_names_empty_masks():
 
 
 def test_input_wait_share_compares_medians():
-    assert train.input_wait_share([9, 1.0, 1.0, 1.0], [9, 0.9, 0.9, 0.9]) == pytest.approx(0.1)
-    assert train.input_wait_share([1.0, 1.0], [1.2, 1.2]) == 0.0  # never negative
+    assert train.slowdown_share([9, 1.0, 1.0, 1.0], [9, 0.9, 0.9, 0.9]) == pytest.approx(0.1)
+    assert train.slowdown_share([1.0, 1.0], [1.2, 1.2]) == 0.0  # never negative
 
 
 def test_blocked_share_counts_only_batches_not_ready_when_their_step_began():
@@ -183,7 +183,7 @@ def test_fit_keeps_the_best_checkpoint_and_writes_predictions(tiny_data, tmp_pat
     image = data.get_image(data.splits["test"][0])[None]
     np.testing.assert_allclose(reloaded.predict(image, verbose=0), model.predict(image, verbose=0), atol=1e-5)
     weights = model.get_weights()
-    probe = train.input_wait_probe(model, data, rounds=2, steps=4, warmup=1)
+    probe = train.slowdown_probe(model, data, rounds=2, steps=4, warmup=1)
     assert {name: len(times) for name, times in probe.items()} == {"loader": 6, "memory": 6}
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # the probe trains, then restores
 
