@@ -283,3 +283,20 @@ def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
     slow = waiting_share()
     # the prefetch buffer fills while validation runs, so even a slow loader does not make every step wait
     assert slow > 0.2 and prompt < 0.1, (slow, prompt)
+
+
+def test_example_scores_hand_computed_with_predictions_beyond_the_labelled_rows():
+    truth = np.zeros((4, 5), np.uint8)
+    truth[1:3, 1:4] = 2  # 6 vertebra pixels in rows 1-2
+    truth[1, 0] = 1
+    prediction = np.zeros_like(truth)
+    prediction[1:3, 1:3] = 2  # 4 of them
+    prediction[0, 1] = 2  # above the labelled rows
+    prediction[1, 0] = prediction[3, 4] = 1  # the disc, and a disc below the labelled rows
+    rows = train.example_scores({"a": truth, "empty": np.zeros_like(truth)}, {"a": prediction, "empty": prediction})
+    assert [row["name"] for row in rows] == ["a", "empty"]  # worst vertebra first, unscored last
+    assert rows[0]["vertebra"] == pytest.approx(2 * 4 / (6 + 5)) and rows[0]["disc"] == pytest.approx(2 / 3)
+    assert rows[0]["beyond_labelled_rows"] == 2
+    assert np.isnan(rows[1]["vertebra"]) and rows[1]["beyond_labelled_rows"] == 7  # empty mask: every prediction
+    table = train.format_example_scores(rows)
+    assert "0.7273" in table and table.splitlines()[2].split()[1:3] == ["-", "-"]
