@@ -174,6 +174,9 @@ def build_model(backbone: str = "resnet18", n_classes: int = len(loader.LABELS),
 # ---------------------------------------------------------------- training
 
 
+WARMUP_STEPS = 2  # the first steps of a `fit` trace the graph and start the iterator: left out of step timings
+
+
 class StepTimer(tf.keras.callbacks.Callback):
     """Start time and wall time of every training step (batch begin to end; includes any wait for the batch)."""
 
@@ -259,7 +262,7 @@ def fit_with_checkpoint(model, data: loader.DataLoader, output_dir, epochs: int 
 
 def training_summary(report: dict) -> dict:
     """The scalar facts of a `fit_with_checkpoint` report, for metrics.json."""
-    steps = report["step_seconds"][2:] or report["step_seconds"]
+    steps = report["step_seconds"][WARMUP_STEPS:] or report["step_seconds"]
     return {"epochs_run": report["epochs_run"], "best_epoch": report["best_epoch"],
             "train_seconds": round(report["train_seconds"], 1), "time_limited": report["time_limited"],
             "median_step_seconds": float(np.median(steps)) if steps else None,
@@ -281,7 +284,8 @@ def step_seconds(model, dataset, steps: int) -> list[float]:
     return timer.seconds
 
 
-def slowdown_probe(model, data: loader.DataLoader, rounds: int = 3, steps: int = 12, warmup: int = 2) -> dict:
+def slowdown_probe(model, data: loader.DataLoader, rounds: int = 3, steps: int = 12,
+                   warmup: int = WARMUP_STEPS) -> dict:
     """Step times of `fit` fed by the real loader (its `tf.data` adapter, augmentation included) and by one train
     batch held in memory, in alternating rounds so both see the same model and the same machine load; the first
     `warmup` steps of each round (iterator start-up) are left out. The weights are restored afterwards."""
@@ -296,13 +300,13 @@ def slowdown_probe(model, data: loader.DataLoader, rounds: int = 3, steps: int =
     return seconds
 
 
-def blocked_share(batch_ready_times, step_starts, step_seconds, warmup: int = 2) -> float:
+def blocked_share(batch_ready_times, step_starts, step_durations, warmup: int = WARMUP_STEPS) -> float:
     """Share of training time that steps spent blocked on their input: step k consumes the k-th batch, and waits
     max(0, ready time - step start) for it; summed over steps after `warmup` (tracing) and divided by their
     total wall time. An upper bound: the step begins with Keras' own bookkeeping before it asks for the batch."""
-    n = min(len(batch_ready_times), len(step_starts), len(step_seconds))
+    n = min(len(batch_ready_times), len(step_starts), len(step_durations))
     waits = [max(0.0, ready - begin) for ready, begin in zip(batch_ready_times[warmup:n], step_starts[warmup:n])]
-    total = sum(step_seconds[warmup:n])
+    total = sum(step_durations[warmup:n])
     return sum(waits) / total if total else 0.0
 
 
