@@ -107,23 +107,58 @@ def test_review_notebook_in_chromium(lab, tmp_path):
     assert not tracebacks, tracebacks
 
 
-def run_all_until_visible(page, title, tmp_path, attempts: int = 2):
-    """Run All Cells, once more if the UI has not appeared (a run sent before the kernel was up is lost)."""
+def run_all_until_visible(page, title, tmp_path, attempts: int = 3):
+    """Run All Cells, again if the UI has not appeared (a run sent before the kernel was up is lost)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)  # kernel is up
+    dialogs = []
     for attempt in range(attempts):
-        select_kernel = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
-        if select_kernel.count():  # JupyterLab may ask which kernel to start
-            select_kernel.click()
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
+        click_past_dialogs(page, page.get_by_role("menuitem", name="Run", exact=True), dialogs)
+        click_past_dialogs(page, page.get_by_text("Run All Cells", exact=True), dialogs)
         try:
             title.wait_for(timeout=45_000)
             return
         except PlaywrightTimeout:
             page.screenshot(path=str(tmp_path / f"no_ui_{attempt}.png"))
-    raise AssertionError(f"the review UI never appeared; screenshots in {tmp_path}")
+            dialogs += accept_dialogs(page)
+    raise AssertionError(f"the review UI never appeared; dialogs seen: {dialogs}; screenshots in {tmp_path}")
+
+
+def click_past_dialogs(page, target, seen: list, attempts: int = 6):
+    """Click `target`; a JupyterLab dialog that pops up first is accepted and its text kept in `seen`, so a
+    failure says what was in the way. On a busy machine Lab can open the notebook before it has the kernel list
+    and then asks which kernel to start, at any moment after the page loads (this failed CI once)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(attempts):
+        seen += accept_dialogs(page)
+        try:
+            target.click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"could not click {target}; dialogs seen: {seen}")
+
+
+def accept_dialogs(page) -> list[str]:
+    """Press the default button (else Escape) of every open JupyterLab dialog; their texts, for failure messages."""
+    texts = []
+    dialogs = page.locator(".jp-Dialog")
+    while (open_now := dialogs.count()) and len(texts) < 5:
+        dialog = dialogs.last  # the newest is on top
+        texts.append(" ".join(dialog.inner_text().split()))
+        accept = dialog.locator(".jp-Dialog-button.jp-mod-accept")
+        if accept.count():
+            accept.first.click(timeout=5_000)
+        else:
+            page.keyboard.press("Escape")
+        deadline = time.monotonic() + 30  # a loaded machine may take a while to start the chosen kernel
+        while dialogs.count() >= open_now and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+    if texts:
+        print("accepted JupyterLab dialogs:", sorted(set(texts)))  # shown in the pytest report on failure
+    return texts
 
 
 def _verdicts(path):
