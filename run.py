@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from contextlib import contextmanager
@@ -99,9 +100,14 @@ def parameter_grid(params: list[list[str]]) -> list[dict]:
 
 
 def run_name(parameters: dict) -> str:
-    """Folder name of one run: `fold-0_seed-1` (only the swept values, file-name safe)."""
-    parts = [f"{name}-{value}" for name, value in parameters.items()]
-    return "_".join(parts).replace("/", "-").replace(" ", "") or "default"
+    """Folder name of one run: `fold-0_seed-1`, `decoder_filters-64.32.16` (only the swept values). Letters,
+    digits and `._-` only: TensorFlow reads checkpoint paths as glob patterns, so `[`, `*`, `?` in a folder name
+    make the saved weights unfindable."""
+    def text(value):
+        return ".".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    parts = [f"{name}-{text(value)}" for name, value in parameters.items()]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)) or "default"
 
 
 def flatten_metrics(metrics: dict, prefix: str = "") -> dict:

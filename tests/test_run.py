@@ -36,6 +36,9 @@ def test_parameter_grid_is_every_combination_with_literal_values():
     assert grid == [{"fold": 0, "backbone": "resnet18", "lr": 0.001}, {"fold": 0, "backbone": "efficientnetb0", "lr": 0.001},
                     {"fold": 1, "backbone": "resnet18", "lr": 0.001}, {"fold": 1, "backbone": "efficientnetb0", "lr": 0.001}]
     assert run.run_name(grid[1]) == "fold-0_backbone-efficientnetb0_lr-0.001"
+    # list values must not put glob characters in the folder: TensorFlow's checkpoint reader globs its path
+    listed = run.parameter_grid([["decoder_filters", "[64, 32,16]"], ["out", "a/b c*"]])[0]
+    assert run.run_name(listed) == "decoder_filters-64.32.16_out-a-b-c-"
     with pytest.raises(ValueError, match="twice"):
         run.parameter_grid([["fold", "0"], ["fold", "1"]])
 
