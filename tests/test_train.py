@@ -75,7 +75,7 @@ def test_describe_labelled_counts_classes_and_names_empty_masks():
     assert line == "test 3 examples: labelling disc 2, vertebra 1; empty masks: 0"
 
 
-def test_input_wait_share_compares_medians():
+def test_slowdown_share_compares_medians():
     assert train.slowdown_share([9, 1.0, 1.0, 1.0], [9, 0.9, 0.9, 0.9]) == pytest.approx(0.1)
     assert train.slowdown_share([1.0, 1.0], [1.2, 1.2]) == 0.0  # never negative
 
