@@ -335,6 +335,9 @@ class Augment:
     contrast: float = 0.15  # gain drawn from [1 - contrast, 1 + contrast]
     gamma: tuple = (0.8, 1.25)
     crop: int | None = None  # output a random crop x crop window of the augmented image (None: whole image)
+    # Rotation, zoom and shift resample the image bilinearly, which blurs it a little; with probability
+    # 1 - resample_probability a pair is only flipped (and cropped), its pixels copied exactly as at test time.
+    resample_probability: float = 1.0
 
     def output_shape(self, shape) -> tuple:
         """The (H, W) that `apply` returns for an input of `shape`: the crop, limited to the image, or `shape`."""
@@ -346,6 +349,9 @@ class Augment:
         zoom = rng.uniform(*self.scale)
         flip = -1.0 if rng.random() < self.flip_lr else 1.0
         shift = rng.uniform(-self.shift, self.shift, size=2) * np.array(shape)
+        # drawn only when needed, so the default keeps the random stream (and results) it always had
+        if self.resample_probability < 1.0 and rng.random() >= self.resample_probability:
+            angle, zoom, shift = 0.0, 1.0, np.zeros(2)
         cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
         matrix = np.array([[cos, -sin], [sin, cos]]) @ np.diag([1.0, flip])
         centre = (np.array(shape) - 1) / 2

@@ -268,6 +268,30 @@ def test_augmentation_crops_image_and_mask_at_the_same_window(seed, crop):
                for r, c in zip(rows, cols))
 
 
+def is_exact_window(window: np.ndarray, image: np.ndarray) -> bool:
+    """True if `window` is a pixel-exact window of `image` or of its left-right mirror image."""
+    return any((np.lib.stride_tricks.sliding_window_view(source, window.shape) == window).all(axis=(-2, -1)).any()
+               for source in (image, image[:, ::-1]))
+
+
+def test_resample_probability_decides_how_many_pairs_are_resampled():
+    from synthetic import make_image
+
+    image = make_image(7, (48, 48)) / np.float32(255)
+    mask = derive_mask(make_image(7, (48, 48)))
+    no_intensity = dict(brightness=0.0, contrast=0.0, gamma=(1.0, 1.0), crop=32)
+
+    def exact_share(probability):
+        augment = loader.Augment(**no_intensity, resample_probability=probability)
+        outputs = [augment.apply(image, mask, np.random.default_rng(seed)) for seed in range(40)]
+        exact = [is_exact_window(out_image, image) and is_exact_window(out_mask, mask) for out_image, out_mask in outputs]
+        return np.mean(exact)
+
+    assert exact_share(0.0) == 1.0  # only flipped and cropped: pixels copied, never interpolated
+    assert exact_share(1.0) == 0.0  # the default: every pair rotated/zoomed/shifted
+    assert 0.3 <= exact_share(0.5) <= 0.7
+
+
 def test_cropping_loader_crops_train_batches_only(dataset):
     data = loader.DataLoader(dataset, batch_size=2, augment=loader.Augment(crop=16))
     images, onehot = next(data.get_batch("train"))
