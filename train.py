@@ -11,6 +11,7 @@ from pathlib import Path
 import legacy_keras  # noqa: F401  (sets up legacy Keras before TensorFlow is imported)
 
 import numpy as np
+from scipy import ndimage
 
 import figures
 import loader
@@ -214,7 +215,7 @@ class TimeLimit(tf.keras.callbacks.Callback):
 WIDE_INTENSITY = dict(contrast=0.3, gamma=(0.7, 1.45))
 
 
-def augmentation(augment: bool, crop: int | None) -> loader.Augment | None:
+def augmentation(augment: bool, crop: int | None, resample_probability: float = 1.0) -> loader.Augment | None:
     """The train-split augmentation: `loader.Augment` with WIDE_INTENSITY jitter (or none) plus random crop x crop
     windows.
 
@@ -224,7 +225,7 @@ def augmentation(augment: bool, crop: int | None) -> loader.Augment | None:
     the partial-label loss, so a crop never teaches a wrong label.
     """
     if augment:
-        return loader.Augment(**WIDE_INTENSITY, crop=crop or None)
+        return loader.Augment(**WIDE_INTENSITY, crop=crop or None, resample_probability=resample_probability)
     still = dict(flip_lr=0.0, rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0, gamma=(1.0, 1.0))
     return loader.Augment(**still, crop=crop) if crop else None
 
@@ -330,6 +331,26 @@ def predict_labels(model, data: loader.DataLoader, names, batch_size: int = 4,
         mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
         probabilities = (probabilities + mirrored[:, :, ::-1]) / 2
     return dict(zip(names, labels_from_probabilities(probabilities)))
+
+
+def keep_largest_structure(labels: np.ndarray, bridge_px: int | None = 10) -> np.ndarray:
+    """Set to background every predicted foreground pixel outside the largest structure: the connected piece
+    with the most foreground pixels once the foreground is grown by `bridge_px` (so pieces up to ~2 x bridge_px
+    apart count as one; None keeps everything). The spine is one chain of discs and vertebrae; a blob away from it
+    (bowel, bladder) is a false positive."""
+    foreground = np.asarray(labels) > 0
+    if bridge_px is None or not foreground.any():
+        return labels
+    grown = ndimage.binary_dilation(foreground, iterations=bridge_px) if bridge_px else foreground
+    pieces, count = ndimage.label(grown)
+    sizes = ndimage.sum(foreground, pieces, range(1, count + 1))
+    largest = pieces == 1 + int(np.argmax(sizes))
+    return np.where(largest & foreground, labels, 0).astype(labels.dtype)
+
+
+def removed_pixels(before: dict, after: dict) -> dict[str, int]:
+    """Per example, how many predicted foreground pixels post-processing set to background."""
+    return {name: int(np.count_nonzero((before[name] > 0) & (after[name] == 0))) for name in before}
 
 
 def pooled_overlap(truths, predictions, label: int, partial_labels: bool = True):

@@ -300,3 +300,21 @@ def test_example_scores_hand_computed_with_predictions_beyond_the_labelled_rows(
     assert np.isnan(rows[1]["vertebra"]) and rows[1]["beyond_labelled_rows"] == 7  # empty mask: every prediction
     table = train.format_example_scores(rows)
     assert "0.7273" in table and table.splitlines()[2].split()[1:3] == ["-", "-"]
+
+
+def test_keep_largest_structure_bridges_small_gaps_and_drops_distant_blobs():
+    labels = np.zeros((60, 40), np.uint8)
+    labels[5:15, 10:20] = 2  # a vertebra,
+    labels[15:18, 10:20] = 1  # its disc,
+    labels[24:34, 10:20] = 2  # and the next vertebra 6 px below: one chain at bridge 4 (gaps up to 8 px)
+    labels[50:54, 30:36] = 2  # a blob 16 px from the chain
+    kept = train.keep_largest_structure(labels, bridge_px=4)
+    expected = labels.copy()
+    expected[50:54, 30:36] = 0
+    assert np.array_equal(kept, expected) and kept.dtype == labels.dtype
+    assert train.removed_pixels({"a": labels}, {"a": kept}) == {"a": 24}
+    # without bridging the lower vertebra is its own piece, smaller than vertebra + disc, and is dropped too
+    assert np.count_nonzero(train.keep_largest_structure(labels, bridge_px=0)) == 130
+    assert np.array_equal(train.keep_largest_structure(labels, bridge_px=None), labels)
+    empty = np.zeros_like(labels)
+    assert np.array_equal(train.keep_largest_structure(empty), empty)
