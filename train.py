@@ -442,8 +442,13 @@ def conclusion(metrics: dict) -> str:
                 for label, target in TARGET_DICE.items() if label in dice]
     gaps = [f"{label} {naive[label] - dice[label]:+.3f}" for label in dice]
     wait, slowdown = metrics["input_wait_share"], metrics["loader_slowdown_share"]
+    before = metrics.get("dice_before_postprocessing")
+    postprocessing = [] if before is None else [
+        "Keeping only the largest predicted structure changed Dice by "
+        + ", ".join(f"{label} {dice[label] - before[label]:+.3f}" for label in dice) + "."]
     return "\n".join([
         "Held-out Dice over the test examples that label each class: " + "; ".join(verdicts) + ".",
+        *postprocessing,
         "Naive pooled Dice differs by " + ", ".join(gaps) + " (negative: predictions on examples that lack the "
         "label are counted as errors).",
         f"Steps waited for their input {100 * wait:.1f}% of the training time "

@@ -97,6 +97,9 @@ def test_conclusion_is_computed_from_the_metrics():
     assert "disc 0.900 (meets the 0.88 target)" in text
     assert "vertebra 0.910 (misses the 0.92 target)" in text
     assert "disc -0.050" in text and "0.5% of the training time (within" in text and "3.1% slower" in text
+    assert "largest predicted structure" not in text
+    metrics["dice_before_postprocessing"] = {"disc": 0.9, "vertebra": 0.86}
+    assert "largest predicted structure changed Dice by disc +0.000, vertebra +0.050." in train.conclusion(metrics)
 
 
 # ---------------------------------------------------------------- the partial-label loss
