@@ -337,10 +337,12 @@ def keep_largest_structure(labels: np.ndarray, bridge_px: int | None = 10) -> np
     """Set to background every predicted foreground pixel outside the largest structure: the connected piece
     with the most foreground pixels once the foreground is grown by `bridge_px` (so pieces up to ~2 x bridge_px
     apart count as one; None keeps everything). The spine is one chain of discs and vertebrae; a blob away from it
-    (bowel, bladder) is a false positive."""
-    foreground = np.asarray(labels) > 0
+    (tissue elsewhere taken for vertebra) is a false positive."""
+    labels = np.asarray(labels)
+    foreground = labels > 0
     if bridge_px is None or not foreground.any():
         return labels
+    # not binary_dilation(iterations=0): scipy reads 0 as "dilate until nothing changes"
     grown = ndimage.binary_dilation(foreground, iterations=bridge_px) if bridge_px else foreground
     pieces, count = ndimage.label(grown)
     sizes = ndimage.sum(foreground, pieces, range(1, count + 1))
