@@ -12,6 +12,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 NOTEBOOK = "02_verify_alignment.ipynb"
@@ -69,8 +71,6 @@ def lab(tmp_path, example_data):
 
 def test_review_notebook_in_chromium(lab, tmp_path):
     assert CHROMIUM.is_file(), f"{CHROMIUM} missing: apt-get install -y chromium chromium-driver"
-    from playwright.sync_api import sync_playwright
-
     url, log_path = lab
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -109,8 +109,6 @@ def test_review_notebook_in_chromium(lab, tmp_path):
 
 def run_all_until_visible(page, title, tmp_path, attempts: int = 3):
     """Run All Cells, again if the UI has not appeared (a run sent before the kernel was up is lost)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)  # kernel is up
     dialogs = []
     for attempt in range(attempts):
@@ -129,8 +127,6 @@ def click_past_dialogs(page, target, seen: list, attempts: int = 6):
     """Click `target`; a JupyterLab dialog that pops up first is accepted and its text kept in `seen`, so a
     failure says what was in the way. On a busy machine Lab can open the notebook before it has the kernel list
     and then asks which kernel to start, at any moment after the page loads (this failed CI once)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     for _ in range(attempts):
         seen += accept_dialogs(page)
         try:
