@@ -272,8 +272,10 @@ def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
     data = loader.DataLoader(tiny_data, batch_size=2, seed=0)
     make_batch = data.batch_arrays
 
-    def slow_batch(*args, **kwargs):  # 0.2 s per batch, far more than a step on 32 x 32 images
-        clock.sleep(0.2)
+    # 0.5 s per batch, far more than a step on 32 x 32 images even on a loaded machine (at 0.2 s, a CI run with
+    # steps slowed by load measured 19% waiting: prefetch hid more of the delay behind the slower steps)
+    def slow_batch(*args, **kwargs):
+        clock.sleep(0.5)
         return make_batch(*args, **kwargs)
 
     def waiting_share():
