@@ -26,12 +26,13 @@ EPSILON = 1e-6
 # ---------------------------------------------------------------- splits and labels
 
 
-def make_splits(data_dir, seed: int = 0, fold: int = -1, n_folds: int = 5, fractions=(0.6, 0.2, 0.2)):
-    """The train/val/test names: the seeded fraction split when fold is -1, else fold `fold` of a k-fold."""
+def make_splits(data_dir, seed: int = 0, fold: int = -1, n_folds: int = 5, val_fraction: float = 0.2):
+    """The train/val/test names: a seeded split with a 20% test share when fold is -1, else fold `fold` of a
+    k-fold; either way `val_fraction` of all examples is val and the rest train."""
     names = list(loader.pair_files(data_dir))
     if fold < 0:
-        return loader.split_names(names, fractions, seed)
-    return loader.kfold_splits(names, n_folds, fold, seed)
+        return loader.split_names(names, (round(0.8 - val_fraction, 9), val_fraction, 0.2), seed)
+    return loader.kfold_splits(names, n_folds, fold, seed, val_fraction)
 
 
 def present_classes(mask: np.ndarray, n_classes: int = len(loader.LABELS)) -> np.ndarray:

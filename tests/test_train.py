@@ -26,6 +26,20 @@ def probabilities(rows):
     return tf.constant(np.asarray(rows, dtype=np.float32))
 
 
+# ---------------------------------------------------------------- splits
+
+
+def test_make_splits_sizes_follow_val_fraction_and_the_test_split_does_not_move(tmp_path):
+    root = write_dataset(tmp_path, [str(i) for i in range(20)])
+    for fold in (-1, 0):
+        default = train.make_splits(root, seed=0, fold=fold)
+        smaller_val = train.make_splits(root, seed=0, fold=fold, val_fraction=0.1)
+        assert [len(default[s]) for s in loader.SPLITS] == [12, 4, 4]
+        assert [len(smaller_val[s]) for s in loader.SPLITS] == [14, 2, 4]
+        assert smaller_val["test"] == default["test"]
+        assert sorted(sum(smaller_val.values(), []), key=int) == [str(i) for i in range(20)]
+
+
 # ---------------------------------------------------------------- labels and scores
 
 
