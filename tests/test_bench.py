@@ -103,3 +103,16 @@ def test_bench_quick_prints_every_row(dataset, tmp_path):
         assert sum(f"| {name} |" in row for row in rows) == 4
     assert done.stdout.count("PASS  ") + done.stdout.count("FAIL  ") == 9
     assert (tmp_path / "cache" / "real-40-seed0" / ".complete").is_file()
+
+
+@pytest.mark.slow
+def test_backbone_bench_prints_one_row_per_backbone_relative_to_the_first():
+    script = loader.PROJECT_DIR / "bench" / "bench_backbones.py"
+    done = subprocess.run([sys.executable, str(script), "--backbones", "resnet18", "mobilenetv2", "--steps", "2",
+                           "--crop", "64"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()
+            if line.startswith(("resnet18 ", "mobilenetv2 "))}
+    assert set(rows) == {"resnet18", "mobilenetv2"}, done.stdout
+    assert rows["resnet18"][2] == "1.00"
+    assert int(rows["mobilenetv2"][0].replace(",", "")) < int(rows["resnet18"][0].replace(",", ""))
