@@ -278,6 +278,38 @@ def test_model_takes_images_of_any_size():
 
 
 @pytest.mark.slow
+def test_with_an_ema_optimizer_the_averaged_weights_are_checkpointed_and_the_raw_ones_trained(tiny_data, tmp_path):
+    import loader
+
+    tf.keras.utils.set_random_seed(0)
+    data = loader.DataLoader(tiny_data, batch_size=2, seed=0, augment=True)
+    # momentum 1: the average never leaves the initial weights, so it is easy to tell from the raw ones
+    model = train.build_model("resnet18", ema_momentum=1.0)
+    kernel = model.trainable_variables[0]
+    initial = kernel.numpy()
+    initial_weights = [variable.numpy() for variable in model.trainable_variables]
+    seen = {}
+
+    class Watch(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            seen[f"start {epoch}"] = kernel.numpy()
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen[f"trained {self.epoch}"] = kernel.numpy()
+
+    original_fit = model.fit
+    model.fit = lambda *args, callbacks, **kwargs: original_fit(*args, callbacks=[Watch()] + callbacks, **kwargs)
+    report = train.fit_with_checkpoint(model, data, tmp_path, epochs=2)
+    trained = seen["trained 0"]
+    assert not np.array_equal(trained, initial)  # training moved the raw weights ...
+    np.testing.assert_array_equal(seen["start 1"], trained)  # ... and the second epoch went on from them
+    # the checkpoint saved after validation, and restored at the end, is the average
+    for variable, start in zip(model.trainable_variables, initial_weights):
+        np.testing.assert_array_equal(variable.numpy(), start)
+
+
+@pytest.mark.slow
 def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
     import time as clock
 
@@ -317,8 +349,23 @@ def test_example_scores_hand_computed_with_predictions_beyond_the_labelled_rows(
     assert rows[0]["vertebra"] == pytest.approx(2 * 4 / (6 + 5)) and rows[0]["disc"] == pytest.approx(2 / 3)
     assert rows[0]["beyond_labelled_rows"] == 2
     assert np.isnan(rows[1]["vertebra"]) and rows[1]["beyond_labelled_rows"] == 7  # empty mask: every prediction
+    # the 4 wrong pixels (0,1), (1,3), (2,3), (3,4) all touch a label change of the mask ((3,4) diagonally)
+    assert rows[0]["errors_on_edges"] == 1.0
+    assert rows[1]["errors_on_edges"] == 0.0  # an empty mask has no edges
     table = train.format_example_scores(rows)
-    assert "0.7273" in table and table.splitlines()[2].split()[1:3] == ["-", "-"]
+    assert "0.7273" in table and "100%" in table and table.splitlines()[2].split()[1:3] == ["-", "-"]
+
+
+def test_error_share_on_mask_edges_tells_a_one_pixel_rim_from_a_missed_piece():
+    truth = np.zeros((12, 12), np.uint8)
+    truth[2:8, 2:8] = 2
+    one_pixel_smaller = truth.copy()
+    one_pixel_smaller[2, 2:8] = 0
+    missed_a_piece = truth.copy()
+    missed_a_piece[4:6, 4:6] = 0  # the middle, far from any edge
+    assert train.error_share_on_mask_edges(truth, one_pixel_smaller) == 1.0
+    assert train.error_share_on_mask_edges(truth, missed_a_piece) == 0.0
+    assert np.isnan(train.error_share_on_mask_edges(truth, truth))
 
 
 def test_keep_largest_structure_bridges_small_gaps_and_drops_distant_blobs():
