@@ -241,7 +241,8 @@ class ValidateAveragedWeights(tf.keras.callbacks.Callback):
 WIDE_INTENSITY = dict(contrast=0.3, gamma=(0.7, 1.45))
 
 
-def augmentation(augment: bool, crop: int | None, resample_probability: float = 1.0) -> loader.Augment | None:
+def augmentation(augment: bool, crop: int | None, resample_probability: float = 1.0,
+                 flip_lr: float = 0.5) -> loader.Augment | None:
     """The train-split augmentation: `loader.Augment` with WIDE_INTENSITY jitter (or none) plus random crop x crop
     windows.
 
@@ -251,7 +252,8 @@ def augmentation(augment: bool, crop: int | None, resample_probability: float = 
     the partial-label loss, so a crop never teaches a wrong label.
     """
     if augment:
-        return loader.Augment(**WIDE_INTENSITY, crop=crop or None, resample_probability=resample_probability)
+        return loader.Augment(**WIDE_INTENSITY, crop=crop or None, resample_probability=resample_probability,
+                              flip_lr=flip_lr)
     still = dict(flip_lr=0.0, rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0, gamma=(1.0, 1.0))
     return loader.Augment(**still, crop=crop) if crop else None
 
