@@ -445,10 +445,11 @@ def error_share_on_mask_edges(truth: np.ndarray, prediction: np.ndarray) -> floa
     disagree only about where boundaries run, within a pixel; lower: whole pieces missed or invented."""
     truth = np.asarray(truth)
     wrong = truth != np.asarray(prediction)
-    if not wrong.any():
+    wrong_count = np.count_nonzero(wrong)
+    if not wrong_count:
         return float("nan")
     edges = ndimage.maximum_filter(truth, size=3) != ndimage.minimum_filter(truth, size=3)
-    return np.count_nonzero(wrong & edges) / np.count_nonzero(wrong)
+    return np.count_nonzero(wrong & edges) / wrong_count
 
 
 def example_scores(truths: dict, predictions: dict, labels=loader.LABELS) -> list[dict]:

@@ -287,9 +287,8 @@ def test_with_an_ema_optimizer_the_averaged_weights_are_checkpointed_and_the_raw
     data = loader.DataLoader(tiny_data, batch_size=2, seed=0, augment=True)
     # momentum 1: the average never leaves the initial weights, so it is easy to tell from the raw ones
     model = train.build_model("resnet18", ema_momentum=1.0)
-    kernel = model.trainable_variables[0]
-    initial = kernel.numpy()
     initial_weights = [variable.numpy() for variable in model.trainable_variables]
+    kernel, initial = model.trainable_variables[0], initial_weights[0]
     seen = {}
 
     class Watch(tf.keras.callbacks.Callback):
