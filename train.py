@@ -13,6 +13,7 @@ import legacy_keras  # noqa: F401  (sets up legacy Keras before TensorFlow is im
 import numpy as np
 from scipy import ndimage
 
+import audit
 import figures
 import loader
 
@@ -440,16 +441,15 @@ def predicted_beyond_labelled_rows(truth: np.ndarray, prediction: np.ndarray) ->
 
 
 def error_share_on_mask_edges(truth: np.ndarray, prediction: np.ndarray) -> float:
-    """Share of the wrongly labelled pixels that lie on a label change of the mask (a pixel whose 3 x 3
-    neighbourhood in the mask holds more than one label); NaN when none is wrong. Near 1: the model and the mask
-    disagree only about where boundaries run, within a pixel; lower: whole pieces missed or invented."""
+    """Share of the wrongly labelled pixels that lie on a label change of the mask (`audit.boundary_map`: both
+    sides of it, 4-neighbourhood); NaN when none is wrong. Near 1: the model and the mask disagree only about
+    where boundaries run, within a pixel; lower: whole pieces missed or invented."""
     truth = np.asarray(truth)
     wrong = truth != np.asarray(prediction)
     wrong_count = np.count_nonzero(wrong)
     if not wrong_count:
         return float("nan")
-    edges = ndimage.maximum_filter(truth, size=3) != ndimage.minimum_filter(truth, size=3)
-    return np.count_nonzero(wrong & edges) / wrong_count
+    return np.count_nonzero(wrong & (audit.boundary_map(truth) > 0)) / wrong_count
 
 
 def example_scores(truths: dict, predictions: dict, labels=loader.LABELS) -> list[dict]:

@@ -350,11 +350,11 @@ def test_example_scores_hand_computed_with_predictions_beyond_the_labelled_rows(
     assert rows[0]["vertebra"] == pytest.approx(2 * 4 / (6 + 5)) and rows[0]["disc"] == pytest.approx(2 / 3)
     assert rows[0]["beyond_labelled_rows"] == 2
     assert np.isnan(rows[1]["vertebra"]) and rows[1]["beyond_labelled_rows"] == 7  # empty mask: every prediction
-    # the 4 wrong pixels (0,1), (1,3), (2,3), (3,4) all touch a label change of the mask ((3,4) diagonally)
-    assert rows[0]["errors_on_edges"] == 1.0
+    # of the 4 wrong pixels, (0,1), (1,3), (2,3) lie on a label change of the mask; (3,4) touches one only diagonally
+    assert rows[0]["errors_on_edges"] == 0.75
     assert rows[1]["errors_on_edges"] == 0.0  # an empty mask has no edges
     table = train.format_example_scores(rows)
-    assert "0.7273" in table and "100%" in table and table.splitlines()[2].split()[1:3] == ["-", "-"]
+    assert "0.7273" in table and "75%" in table and table.splitlines()[2].split()[1:3] == ["-", "-"]
 
 
 def test_error_share_on_mask_edges_tells_a_one_pixel_rim_from_a_missed_piece():
@@ -367,6 +367,9 @@ def test_error_share_on_mask_edges_tells_a_one_pixel_rim_from_a_missed_piece():
     assert train.error_share_on_mask_edges(truth, one_pixel_smaller) == 1.0
     assert train.error_share_on_mask_edges(truth, missed_a_piece) == 0.0
     assert np.isnan(train.error_share_on_mask_edges(truth, truth))
+    beside_a_corner = truth.copy()
+    beside_a_corner[1, 1] = 2  # touches the square only diagonally: not on an edge (4-neighbourhood, as the audit)
+    assert train.error_share_on_mask_edges(truth, beside_a_corner) == 0.0
 
 
 def test_keep_largest_structure_bridges_small_gaps_and_drops_distant_blobs():
