@@ -212,21 +212,25 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     strategy = train.make_strategy("mirrored", cpu_devices=2)
     assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
     data = loader.DataLoader({data!r}, batch_size=4, seed=0)
-    model = train.build_model("resnet18", strategy=strategy)
-    report = train.fit_with_checkpoint(model, data, {out!r}, epochs=1)
-    loss = report["history"]["loss"][0]
-    assert loss == loss and loss > 0, loss
-    print("replicas", strategy.num_replicas_in_sync, "loss", loss)
+    # with weight averaging at momentum 1 (the average stays the initial weights): the averaged weights must be
+    # the ones validated and kept under the strategy too, while the raw ones train
+    model = train.build_model("resnet18", strategy=strategy, ema_momentum=1.0)
+    initial = [variable.numpy() for variable in model.trainable_variables]
+    report = train.fit_with_checkpoint(model, data, {out!r}, epochs=2)
+    losses = report["history"]["loss"]
+    assert all(loss == loss and loss > 0 for loss in losses) and losses[1] != losses[0], losses
+    kept_average = all((variable.numpy() == start).all() for variable, start in zip(model.trainable_variables, initial))
+    print("replicas", strategy.num_replicas_in_sync, "losses", losses, "kept the average", kept_average)
 """)
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_trains_on_two_logical_cpus(tiny_data, tmp_path):
+def test_mirrored_strategy_trains_on_two_logical_cpus_and_keeps_averaged_weights(tiny_data, tmp_path):
     # A fresh process: logical devices can only be configured before TensorFlow initialises its devices.
     script = MIRRORED_SCRIPT.format(project=str(PROJECT_DIR), data=str(tiny_data), out=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "replicas 2 loss" in result.stdout
+    assert "replicas 2 losses" in result.stdout and "kept the average True" in result.stdout
 
 
 class _LeftQuarterModel:
