@@ -242,8 +242,8 @@ class ValidateAveragedWeights(tf.keras.callbacks.Callback):
 WIDE_INTENSITY = dict(contrast=0.3, gamma=(0.7, 1.45))
 
 
-def augmentation(augment: bool, crop: int | None, resample_probability: float = 1.0,
-                 flip_lr: float = 0.5) -> loader.Augment | None:
+def augmentation(augment: bool, crop: int | None, resample_probability: float = loader.Augment.resample_probability,
+                 flip_lr: float = loader.Augment.flip_lr) -> loader.Augment | None:
     """The train-split augmentation: `loader.Augment` with WIDE_INTENSITY jitter (or none) plus random crop x crop
     windows.
 
