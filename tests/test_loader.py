@@ -1,4 +1,5 @@
 """DataLoader: pairing, splits, epochs, remainder policies, augmentation and the batch contents."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -219,7 +220,7 @@ def test_cache_is_compact(dataset):
 # ---------------------------------------------------------------- augmentation
 
 GEOMETRY_ONLY = loader.Augment(brightness=0.0, contrast=0.0, gamma=(1.0, 1.0))
-ELASTIC_GEOMETRY = loader.Augment(brightness=0.0, contrast=0.0, gamma=(1.0, 1.0), elastic_px=4.0, elastic_spacing=16)
+ELASTIC_GEOMETRY = dataclasses.replace(GEOMETRY_ONLY, elastic_px=4.0, elastic_spacing=16)
 
 
 @fast_examples
@@ -274,12 +275,12 @@ def test_elastic_deformation_is_the_affine_map_plus_a_smooth_displacement():
 
     image = make_image(3, (96, 96)) / np.float32(255)
     mask = derive_mask(make_image(3, (96, 96)))
-    no_intensity = dict(brightness=0.0, contrast=0.0, gamma=(1.0, 1.0), crop=64)
-    affine = loader.Augment(**no_intensity).apply(image, mask, np.random.default_rng(0))
+    cropped = dataclasses.replace(GEOMETRY_ONLY, crop=64)
+    affine = cropped.apply(image, mask, np.random.default_rng(0))
     # a vanishing displacement reproduces the affine map exactly: same flip, rotation, zoom, shift and crop window
-    vanishing = loader.Augment(**no_intensity, elastic_px=1e-9).apply(image, mask, np.random.default_rng(0))
+    vanishing = dataclasses.replace(cropped, elastic_px=1e-9).apply(image, mask, np.random.default_rng(0))
     assert np.allclose(vanishing[0], affine[0], atol=1e-5) and np.array_equal(vanishing[1], affine[1])
-    elastic = loader.Augment(**no_intensity, elastic_px=4.0, elastic_spacing=16).apply(image, mask, np.random.default_rng(0))
+    elastic = dataclasses.replace(ELASTIC_GEOMETRY, crop=64).apply(image, mask, np.random.default_rng(0))
     assert (elastic[1] != affine[1]).mean() > 0.05
 
     fields = [loader.Augment(elastic_px=4.0).displacement(np.random.default_rng(seed), (160, 128)) for seed in range(50)]
