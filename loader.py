@@ -9,6 +9,7 @@ import functools
 import os
 import re
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import count
@@ -286,9 +287,15 @@ def split_names(names, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict[str, li
 
 
 def fitting_batch_size(splits: dict, batch_size: int) -> int:
-    """`batch_size`, lowered if needed so that every non-empty split can fill a batch (small datasets)."""
-    sizes = [len(names) for names in splits.values() if names]
-    return max(1, min([int(batch_size), *sizes]))
+    """`batch_size`, lowered if needed so that every non-empty split can fill a batch (small datasets); a
+    warning says when and why, so a requested batch size is never replaced silently."""
+    sizes = {split: len(names) for split, names in splits.items() if names}
+    fitting = max(1, min([int(batch_size), *sizes.values()]))
+    if fitting < batch_size:
+        smallest = min(sizes, key=sizes.get)
+        warnings.warn(f"batch size {batch_size} lowered to {fitting}: the {smallest} split has only "
+                      f"{sizes[smallest]} examples", stacklevel=2)
+    return fitting
 
 
 def kfold_splits(names, n_folds: int = 5, fold: int = 0, seed: int = 0, val_fraction: float = 0.2):

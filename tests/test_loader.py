@@ -3,6 +3,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -369,6 +370,9 @@ def test_real_data_loads(example_data):
 
 
 def test_fitting_batch_size_lowers_only_when_a_split_is_too_small():
-    assert loader.fitting_batch_size({"train": list("abcdef"), "val": list("gh"), "test": []}, 4) == 2
-    assert loader.fitting_batch_size({"train": list("abcdef"), "val": list("ghij"), "test": list("kl")}, 1) == 1
-    assert loader.fitting_batch_size({"train": list("abcdefgh"), "val": list("ijkl"), "test": list("mnop")}, 4) == 4
+    with pytest.warns(UserWarning, match="batch size 4 lowered to 2: the val split has only 2 examples"):
+        assert loader.fitting_batch_size({"train": list("abcdef"), "val": list("gh"), "test": []}, 4) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing lowered, nothing to warn about
+        assert loader.fitting_batch_size({"train": list("abcdef"), "val": list("ghij"), "test": list("kl")}, 1) == 1
+        assert loader.fitting_batch_size({"train": list("abcdefgh"), "val": list("ijkl"), "test": list("mnop")}, 4) == 4
