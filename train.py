@@ -243,8 +243,8 @@ WIDE_INTENSITY = dict(contrast=0.3, gamma=(0.7, 1.45))
 
 
 def augmentation(augment: bool, crop: int | None, resample_probability: float = loader.Augment.resample_probability,
-                 flip_lr: float = loader.Augment.flip_lr, elastic_px: float = loader.Augment.elastic_px
-                 ) -> loader.Augment | None:
+                 flip_lr: float = loader.Augment.flip_lr, elastic_px: float = loader.Augment.elastic_px,
+                 scale=loader.Augment.scale) -> loader.Augment | None:
     """The train-split augmentation: `loader.Augment` with WIDE_INTENSITY jitter (or none) plus random crop x crop
     windows.
 
@@ -255,7 +255,7 @@ def augmentation(augment: bool, crop: int | None, resample_probability: float = 
     """
     if augment:
         return loader.Augment(**WIDE_INTENSITY, crop=crop or None, resample_probability=resample_probability,
-                              flip_lr=flip_lr, elastic_px=elastic_px)
+                              flip_lr=flip_lr, elastic_px=elastic_px, scale=tuple(scale))
     still = dict(flip_lr=0.0, rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0, gamma=(1.0, 1.0))
     return loader.Augment(**still, crop=crop) if crop else None
 

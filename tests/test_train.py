@@ -263,6 +263,8 @@ def test_augmentation_crops_with_or_without_jitter():
     unmirrored = train.augmentation(True, 160, flip_lr=0.0)
     assert unmirrored == loader.Augment(**train.WIDE_INTENSITY, crop=160, flip_lr=0.0) != train.augmentation(True, 160)
     assert train.augmentation(True, 160, elastic_px=4.0) == loader.Augment(**train.WIDE_INTENSITY, crop=160, elastic_px=4.0)
+    # a list, as papermill passes it, becomes the tuple Augment draws zoom factors from
+    assert train.augmentation(True, 160, scale=[0.8, 1.25]) == loader.Augment(**train.WIDE_INTENSITY, crop=160, scale=(0.8, 1.25))
     plain_crop = train.augmentation(False, 32)
     image, mask = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096, np.zeros((64, 64), np.uint8)
     cropped, _ = plain_crop.apply(image, mask, np.random.default_rng(0))
