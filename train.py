@@ -242,11 +242,9 @@ class ValidateAveragedWeights(tf.keras.callbacks.Callback):
 WIDE_INTENSITY = dict(contrast=0.3, gamma=(0.7, 1.45))
 
 
-def augmentation(augment: bool, crop: int | None, resample_probability: float = loader.Augment.resample_probability,
-                 flip_lr: float = loader.Augment.flip_lr, elastic_px: float = loader.Augment.elastic_px,
-                 scale=loader.Augment.scale) -> loader.Augment | None:
+def augmentation(augment: bool, crop: int | None, **options) -> loader.Augment | None:
     """The train-split augmentation: `loader.Augment` with WIDE_INTENSITY jitter (or none) plus random crop x crop
-    windows.
+    windows; `options` override any other `loader.Augment` field (lists, as papermill passes ranges, become tuples).
 
     Crops make a step ~2.5x cheaper at 160 of 256 px, so a CPU budget buys more steps at full resolution
     (prediction runs on whole images: the network is fully convolutional); cropping inside the augmentation
@@ -254,8 +252,8 @@ def augmentation(augment: bool, crop: int | None, resample_probability: float = 
     the partial-label loss, so a crop never teaches a wrong label.
     """
     if augment:
-        return loader.Augment(**WIDE_INTENSITY, crop=crop or None, resample_probability=resample_probability,
-                              flip_lr=flip_lr, elastic_px=elastic_px, scale=tuple(scale))
+        options = {name: tuple(value) if isinstance(value, list) else value for name, value in options.items()}
+        return loader.Augment(**{**WIDE_INTENSITY, **options}, crop=crop or None)
     still = dict(flip_lr=0.0, rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=0.0, gamma=(1.0, 1.0))
     return loader.Augment(**still, crop=crop) if crop else None
 
