@@ -155,18 +155,40 @@ class CropToInput(tf.keras.layers.Layer):
         return output[:, : tf.shape(original)[1], : tf.shape(original)[2]]
 
 
+def with_full_resolution_skip(unet, n_classes: int):
+    """`unet` with its finest decoder stage rebuilt to also see the input image, as a skip connection.
+
+    A ResNet encoder halves the resolution in its first convolution, so `segmentation_models`' finest stage
+    only refines upsampled half-resolution features; concatenating the image gives it full-resolution edges.
+    """
+    layers = tf.keras.layers
+    width = unet.get_layer("decoder_stage4a_conv").filters
+    upsampled = unet.get_layer("decoder_stage4_upsampling").output
+    features = layers.Concatenate(name="full_res_concat")([upsampled, unet.input])
+    for part in "ab":  # segmentation_models' Conv3x3BnReLU, with the stage's width
+        features = layers.Conv2D(width, 3, padding="same", use_bias=False,
+                                 kernel_initializer="he_uniform", name=f"full_res_{part}_conv")(features)
+        features = layers.BatchNormalization(name=f"full_res_{part}_bn")(features)
+        features = layers.Activation("relu", name=f"full_res_{part}_relu")(features)
+    logits = layers.Conv2D(n_classes, 3, padding="same", name="full_res_final_conv")(features)
+    return tf.keras.Model(unet.input, layers.Activation("softmax", name="full_res_softmax")(logits), name="unet_full_res")
+
+
 def build_model(backbone: str = "resnet18", n_classes: int = len(loader.LABELS), learning_rate: float = 1e-3,
                 partial_labels: bool = True, focal_weight: float = 1.0, strategy=None, decoder_filters=LITE_DECODER,
-                ema_momentum: float | None = None):
+                ema_momentum: float | None = None, full_resolution_skip: bool = False):
     """A compiled softmax UNet on one grey channel (no pretrained weights), with Dice+focal loss, IoU/F-score.
     Images of any size go in: they are zero-padded to a multiple of 32 inside the model and the output is
     cropped back, so the loss and predictions only ever see real pixels. With `ema_momentum` the optimizer
-    also keeps an exponential moving average of the weights (see `ValidateAveragedWeights`)."""
+    also keeps an exponential moving average of the weights (see `ValidateAveragedWeights`); with
+    `full_resolution_skip` the finest decoder stage also sees the image (see `with_full_resolution_skip`)."""
     import segmentation_models as sm
 
     with (strategy or tf.distribute.get_strategy()).scope():
         unet = sm.Unet(backbone, encoder_weights=None, input_shape=(None, None, 1), classes=n_classes,
                        activation="softmax", decoder_filters=tuple(decoder_filters))
+        if full_resolution_skip:
+            unet = with_full_resolution_skip(unet, n_classes)
         images = tf.keras.Input((None, None, 1), name="image")
         probabilities = CropToInput(name="crop_to_input")([unet(PadToMultiple(name="pad_to_32")(images)), images])
         model = tf.keras.Model(images, probabilities, name=f"unet_{backbone}")

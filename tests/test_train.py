@@ -286,6 +286,20 @@ def test_model_takes_images_of_any_size():
     assert np.all(np.isfinite(losses))
 
 
+
+def test_full_resolution_skip_feeds_the_image_to_the_finest_decoder_stage(tmp_path):
+    model = train.build_model("resnet18", decoder_filters=[128, 64, 32, 32, 16], full_resolution_skip=True)
+    unet = model.get_layer("unet_full_res")
+    # the finest stage's first convolution reads the upsampled 32 channels plus the one-channel image, at 16 wide
+    assert tuple(unet.get_layer("full_res_a_conv").kernel.shape) == (3, 3, 32 + 1, 16)
+    assert unet.get_layer("full_res_concat").input[1] is unet.input
+    images = np.random.default_rng(0).random((2, 50, 70, 1), dtype=np.float32)
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.shape == (2, 50, 70, 3)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    reloaded = tf.keras.models.load_model(str(train.save_model(model, tmp_path)), compile=False)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), probabilities, atol=1e-6)
+
 @pytest.mark.slow
 def test_with_an_ema_optimizer_the_averaged_weights_are_checkpointed_and_the_raw_ones_trained(tiny_data, tmp_path):
     import loader
