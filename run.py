@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import io
 import itertools
 import json
 import math
@@ -138,15 +139,25 @@ def summary_rows(runs: list[dict]) -> list[dict]:
 def write_summary(rows: list[dict], sweep_dir: Path) -> tuple[Path, Path]:
     """summary.csv and summary.md in sweep_dir, one row per run plus mean/sd rows."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, columns)
+    writer.writeheader()
+    writer.writerows(rows)
     cells = [[_format_cell(row.get(k, "")) for k in columns] for row in rows]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    md_path.write_text("\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n")
+    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
+    _replace_text(csv_path, table.getvalue())
+    _replace_text(md_path, "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n")
     return csv_path, md_path
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`: a sweep stopped mid-write
+    keeps the previous table whole."""
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", newline="") as f:
+        f.write(text)
+    os.replace(temporary, path)
 
 
 def _format_cell(value) -> str:
@@ -154,16 +165,17 @@ def _format_cell(value) -> str:
 
 
 def run_sweep(notebook: Path, params: list[list[str]], sweep_dir: Path, data_dir: Path | None = None) -> int:
-    """Execute `notebook` once per grid point into sweep_dir/<run>/, then write the summary; 1 if any run failed."""
-    runs = []
-    for parameters in parameter_grid(params):
+    """Execute `notebook` once per grid point into sweep_dir/<run>/; 1 if any run failed. The summary is
+    rewritten after every run, so a sweep stopped part-way still has the table of the runs it finished."""
+    runs, grid = [], parameter_grid(params)
+    for number, parameters in enumerate(grid, 1):
         name = run_name(parameters)
         run_dir = sweep_dir / name
         output = run_dir / notebook.name
         injected = {**parameters, "output_dir": str(run_dir)}
         if data_dir is not None:
             injected["data_dir"] = str(data_dir)
-        print(f"running {notebook.name} {parameters} -> {output}", flush=True)
+        print(f"[{number}/{len(grid)}] running {notebook.name} {parameters} -> {output}", flush=True)
         status, metrics = "ok", {}
         try:
             execute_notebook(notebook, output, injected)
@@ -173,7 +185,7 @@ def run_sweep(notebook: Path, params: list[list[str]], sweep_dir: Path, data_dir
             print(f"{name} failed: {type(err).__name__}: {_last_line(err)}\n"
                   f"  the executed notebook with the error is {output}", file=sys.stderr)
         runs.append({"name": name, "parameters": parameters, "status": status, "metrics": metrics})
-    csv_path, md_path = write_summary(summary_rows(runs), sweep_dir)
+        csv_path, md_path = write_summary(summary_rows(runs), sweep_dir)
     failed = [run["name"] for run in runs if run["status"] != "ok"]
     print(f"summary: {csv_path} and {md_path}" + (f"; failed runs: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

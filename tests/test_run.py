@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -57,6 +58,25 @@ def test_summary_rows_add_mean_and_sd_over_successful_runs():
     assert rows[-2]["dice.disc"] == pytest.approx(0.9) and rows[-2]["status"] == "3 ok"
     assert rows[-1]["dice.disc"] == pytest.approx(0.1)
 
+
+
+def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(tmp_path, monkeypatch, capsys):
+    def execute(notebook, output, parameters):  # the first run writes its metrics, the second is interrupted
+        if parameters["x"] == 2:
+            raise KeyboardInterrupt
+        Path(parameters["output_dir"]).mkdir(parents=True)
+        (Path(parameters["output_dir"]) / "metrics.json").write_text('{"dice": {"disc": 0.1}}')
+
+    monkeypatch.setattr(run, "execute_notebook", execute)
+    with pytest.raises(KeyboardInterrupt):
+        run.main(["sweep", "--notebook", "toy.ipynb", "--param", "x", "1", "2", "3", "--name", "stopped",
+                  "--out", str(tmp_path)])
+    with (tmp_path / "stopped" / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [row["run"] for row in rows] == ["x-1", "mean", "sd"] and float(rows[0]["dice.disc"]) == 0.1
+    assert "| x-1 |" in (tmp_path / "stopped" / "summary.md").read_text()
+    assert sorted(path.name for path in (tmp_path / "stopped").iterdir()) == ["summary.csv", "summary.md", "x-1"]
+    assert "[2/3] running toy.ipynb {'x': 2}" in capsys.readouterr().out
 
 @pytest.mark.slow
 def test_sweep_runs_the_grid_and_a_failing_run_exits_non_zero_with_its_notebook_kept(sweep_notebook, tmp_path):
