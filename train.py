@@ -93,11 +93,40 @@ def partial_dice_loss(y_true, y_pred, classes=FOREGROUND):
     return tf.reduce_sum((1.0 - dice) * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
 
 
-def make_loss(partial_labels: bool = True, focal_weight: float = 1.0):
-    """Dice + focal: the partial-label versions above, or `segmentation_models`' naive ones (for comparison)."""
+def lovasz_gradient(sorted_truth):
+    """Gradient of the Jaccard loss's Lovász extension at truth values sorted by decreasing error (Berman et al.
+    2018, Alg. 1): the increase in 1 - IoU as each pixel, in that order, is counted wrong."""
+    total = tf.reduce_sum(sorted_truth)
+    intersection = total - tf.cumsum(sorted_truth)
+    union = total + tf.cumsum(1.0 - sorted_truth)
+    jaccard = 1.0 - intersection / union
+    return tf.concat([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
+
+
+def partial_lovasz_loss(y_true, y_pred, classes=FOREGROUND):
+    """Lovász-softmax (a convex surrogate of 1 - IoU) per class, pixels pooled over the examples where that class
+    is labelled; mean over classes labelled in at least one example of the batch (0 when none is)."""
+    known = known_classes(y_true)
+    losses, labelled = [], []
+    for value in classes:
+        in_scope = tf.broadcast_to(known[..., value], tf.shape(y_true)[:3])  # (B, H, W)
+        truth = tf.reshape(y_true[..., value] * in_scope, [-1])
+        errors = tf.reshape(tf.abs(y_true[..., value] - y_pred[..., value]) * in_scope, [-1])
+        order = tf.argsort(errors, direction="DESCENDING")  # pixels out of scope have error 0: last, adding 0
+        gradient = tf.stop_gradient(lovasz_gradient(tf.gather(truth, order)))
+        losses.append(tf.tensordot(tf.gather(errors, order), gradient, axes=1))
+        labelled.append(tf.cast(tf.reduce_max(known[..., value]) > 0, y_pred.dtype))
+    losses, labelled = tf.stack(losses), tf.stack(labelled)
+    return tf.reduce_sum(losses * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
+
+
+def make_loss(partial_labels: bool = True, focal_weight: float = 1.0, lovasz_weight: float = 0.0):
+    """Dice + focal (+ Lovász): the partial-label versions above, or `segmentation_models`' naive Dice + focal
+    (for comparison)."""
     if partial_labels:
         def dice_focal_loss(y_true, y_pred):
-            return partial_dice_loss(y_true, y_pred) + focal_weight * partial_focal_loss(y_true, y_pred)
+            loss = partial_dice_loss(y_true, y_pred) + focal_weight * partial_focal_loss(y_true, y_pred)
+            return loss + lovasz_weight * partial_lovasz_loss(y_true, y_pred) if lovasz_weight else loss
 
         return dice_focal_loss
     import segmentation_models as sm
@@ -176,8 +205,9 @@ def with_full_resolution_skip(unet, n_classes: int):
 
 def build_model(backbone: str = "resnet18", n_classes: int = len(loader.LABELS), learning_rate: float = 1e-3,
                 partial_labels: bool = True, focal_weight: float = 1.0, strategy=None, decoder_filters=LITE_DECODER,
-                ema_momentum: float | None = None, full_resolution_skip: bool = False):
-    """A compiled softmax UNet on one grey channel (no pretrained weights), with Dice+focal loss, IoU/F-score.
+                ema_momentum: float | None = None, full_resolution_skip: bool = False, lovasz_weight: float = 0.0):
+    """A compiled softmax UNet on one grey channel (no pretrained weights), with Dice+focal loss (plus
+    `lovasz_weight` x Lovász-softmax), IoU/F-score.
     Images of any size go in: they are zero-padded to a multiple of 32 inside the model and the output is
     cropped back, so the loss and predictions only ever see real pixels. With `ema_momentum` the optimizer
     also keeps an exponential moving average of the weights (see `ValidateAveragedWeights`); with
@@ -196,7 +226,7 @@ def build_model(backbone: str = "resnet18", n_classes: int = len(loader.LABELS),
                    sm.metrics.FScore(threshold=0.5, class_indexes=list(FOREGROUND))]
         optimizer = tf.keras.optimizers.Adam(learning_rate, use_ema=ema_momentum is not None,
                                              ema_momentum=0.99 if ema_momentum is None else ema_momentum)
-        model.compile(optimizer, make_loss(partial_labels, focal_weight), metrics)
+        model.compile(optimizer, make_loss(partial_labels, focal_weight, lovasz_weight), metrics)
     return model
 
 

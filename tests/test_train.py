@@ -150,10 +150,23 @@ def test_dice_loss_pools_a_class_only_over_examples_that_label_it():
     assert float(train.partial_dice_loss(y, p)) == pytest.approx(0.0, abs=1e-5)
 
 
+
+def test_lovasz_loss_by_hand_ignores_the_unlabelled_class():
+    y = onehot([[[1, 0, 1]]])  # disc labelled, vertebra not
+    p = probabilities([[[[0.4, 0.6, 0.0], [0.7, 0.3, 0.0], [0.0, 0.9, 0.1]]]])
+    # disc errors 0.4 (disc), 0.3 (not), 0.1 (disc): sorted 0.4, 0.3, 0.1; truth sorted 1, 0, 1 (2 in all).
+    # 1 - IoU as each is counted wrong in turn: 1 - 1/2, 1 - 1/3, 1 - 0/3 -> steps 1/2, 1/6, 1/3
+    expected = 0.4 * 0.5 + 0.3 / 6 + 0.1 / 3
+    assert float(train.partial_lovasz_loss(y, p)) == pytest.approx(expected, rel=1e-5)
+    y_both = onehot([[[1, 0, 1]], [[2, 2, 0]]])  # a second example labels vertebra only
+    p_both = tf.concat([p, probabilities([[[[0, 0, 1], [0, 0, 1], [1, 0, 0]]]])], axis=0)
+    # disc is scored on example 0 only (as above), vertebra on example 1 only, where it is perfect: mean of the two
+    assert float(train.partial_lovasz_loss(y_both, p_both)) == pytest.approx(expected / 2, rel=1e-5)
+
 def test_an_empty_mask_gives_no_loss_and_no_gradient():
     y = onehot(np.zeros((1, 4, 4), int))
     logits = tf.Variable(np.random.default_rng(0).normal(size=(1, 4, 4, 3)).astype(np.float32))
-    loss_fn = train.make_loss(partial_labels=True)
+    loss_fn = train.make_loss(partial_labels=True, lovasz_weight=1.0)
     with tf.GradientTape() as tape:
         loss = loss_fn(y, tf.nn.softmax(logits))
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
