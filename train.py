@@ -89,8 +89,14 @@ def partial_dice_loss(y_true, y_pred, classes=FOREGROUND):
     intersection = tf.reduce_sum(truth * prediction, axis=(0, 1, 2))
     total = tf.reduce_sum(truth + prediction, axis=(0, 1, 2))
     dice = (2.0 * intersection + EPSILON) / (total + EPSILON)
-    labelled = tf.cast(tf.reduce_max(known, axis=(0, 1, 2)) > 0, y_pred.dtype)
-    return tf.reduce_sum((1.0 - dice) * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
+    return mean_over_labelled_classes(1.0 - dice, known)
+
+
+def mean_over_labelled_classes(per_class_loss, known):
+    """Mean of a (K,) per-class loss over the classes that `known` (B, 1, 1, K) marks as labelled in at least one
+    example of the batch; 0 when none is."""
+    labelled = tf.cast(tf.reduce_max(known, axis=(0, 1, 2)) > 0, per_class_loss.dtype)
+    return tf.reduce_sum(per_class_loss * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
 
 
 def lovasz_gradient(sorted_truth):
@@ -106,18 +112,16 @@ def lovasz_gradient(sorted_truth):
 def partial_lovasz_loss(y_true, y_pred, classes=FOREGROUND):
     """Lovász-softmax (a convex surrogate of 1 - IoU) per class, pixels pooled over the examples where that class
     is labelled; mean over classes labelled in at least one example of the batch (0 when none is)."""
-    known = known_classes(y_true)
-    losses, labelled = [], []
-    for value in classes:
-        in_scope = tf.broadcast_to(known[..., value], tf.shape(y_true)[:3])  # (B, H, W)
-        truth = tf.reshape(y_true[..., value] * in_scope, [-1])
-        errors = tf.reshape(tf.abs(y_true[..., value] - y_pred[..., value]) * in_scope, [-1])
+    classes = list(classes)
+    known = tf.gather(known_classes(y_true), classes, axis=-1)  # (B, 1, 1, K)
+    losses = []
+    for k, value in enumerate(classes):
+        truth = tf.reshape(y_true[..., value] * known[..., k], [-1])
+        errors = tf.reshape(tf.abs(y_true[..., value] - y_pred[..., value]) * known[..., k], [-1])
         order = tf.argsort(errors, direction="DESCENDING")  # pixels out of scope have error 0: last, adding 0
         gradient = tf.stop_gradient(lovasz_gradient(tf.gather(truth, order)))
         losses.append(tf.tensordot(tf.gather(errors, order), gradient, axes=1))
-        labelled.append(tf.cast(tf.reduce_max(known[..., value]) > 0, y_pred.dtype))
-    losses, labelled = tf.stack(losses), tf.stack(labelled)
-    return tf.reduce_sum(losses * labelled) / tf.maximum(tf.reduce_sum(labelled), 1.0)
+    return mean_over_labelled_classes(tf.stack(losses), known)
 
 
 def make_loss(partial_labels: bool = True, focal_weight: float = 1.0, lovasz_weight: float = 0.0):

@@ -59,7 +59,6 @@ def test_summary_rows_add_mean_and_sd_over_successful_runs():
     assert rows[-1]["dice.disc"] == pytest.approx(0.1)
 
 
-
 def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(tmp_path, monkeypatch, capsys):
     def execute(notebook, output, parameters):  # the first run writes its metrics, the second is interrupted
         if parameters["x"] == 2:
@@ -77,6 +76,7 @@ def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(tmp_pat
     assert "| x-1 |" in (tmp_path / "stopped" / "summary.md").read_text()
     assert sorted(path.name for path in (tmp_path / "stopped").iterdir()) == ["summary.csv", "summary.md", "x-1"]
     assert "[2/3] running toy.ipynb {'x': 2}" in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_sweep_runs_the_grid_and_a_failing_run_exits_non_zero_with_its_notebook_kept(sweep_notebook, tmp_path):

@@ -150,7 +150,6 @@ def test_dice_loss_pools_a_class_only_over_examples_that_label_it():
     assert float(train.partial_dice_loss(y, p)) == pytest.approx(0.0, abs=1e-5)
 
 
-
 def test_lovasz_loss_by_hand_ignores_the_unlabelled_class():
     y = onehot([[[1, 0, 1]]])  # disc labelled, vertebra not
     p = probabilities([[[[0.4, 0.6, 0.0], [0.7, 0.3, 0.0], [0.0, 0.9, 0.1]]]])
@@ -162,6 +161,7 @@ def test_lovasz_loss_by_hand_ignores_the_unlabelled_class():
     p_both = tf.concat([p, probabilities([[[[0, 0, 1], [0, 0, 1], [1, 0, 0]]]])], axis=0)
     # disc is scored on example 0 only (as above), vertebra on example 1 only, where it is perfect: mean of the two
     assert float(train.partial_lovasz_loss(y_both, p_both)) == pytest.approx(expected / 2, rel=1e-5)
+
 
 def test_an_empty_mask_gives_no_loss_and_no_gradient():
     y = onehot(np.zeros((1, 4, 4), int))
@@ -299,7 +299,6 @@ def test_model_takes_images_of_any_size():
     assert np.all(np.isfinite(losses))
 
 
-
 def test_full_resolution_skip_feeds_the_image_to_the_finest_decoder_stage(tmp_path):
     model = train.build_model("resnet18", decoder_filters=[128, 64, 32, 32, 16], full_resolution_skip=True)
     unet = model.get_layer("unet_full_res")
@@ -312,6 +311,7 @@ def test_full_resolution_skip_feeds_the_image_to_the_finest_decoder_stage(tmp_pa
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
     reloaded = tf.keras.models.load_model(str(train.save_model(model, tmp_path)), compile=False)
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), probabilities, atol=1e-6)
+
 
 @pytest.mark.slow
 def test_with_an_ema_optimizer_the_averaged_weights_are_checkpointed_and_the_raw_ones_trained(tiny_data, tmp_path):
