@@ -25,6 +25,9 @@ FLAG_CODES = {
                  "level of the other class between them, in the top or bottom half of the column; "
                  "order_gap:unlabelled_disc@<top|bottom> -- one level beyond that end of the labelled column "
                  "the image looks like a disc (a level seems missing there)",
+    "short_column": "short_column:<top|bottom> -- the labelled rows end further from that edge of the image than in "
+                    "most of this dataset's masks (by more than SHORT_COLUMN of the image height): the annotation "
+                    "may stop short of structures the image still shows",
     "misaligned": "misaligned:<alternative> -- the mask's boundaries fit the image's edges at least as well "
                   "after <alternative>: shift(dy,dx) (move the mask dy rows down, dx columns right), flip_lr, "
                   "flip_ud, transpose, or swapped_with:<name> (the mask stored with example <name>)",
@@ -38,6 +41,8 @@ EDGE_QUANTILES = (0.6, 0.85)  # Canny hysteresis thresholds as quantiles: indepe
 ORDER_CLASSES = ("disc", "vertebra")
 MIN_LEVEL_AREA = 20     # px; smaller components are specks, not levels
 DISC_LIKE = 0.5         # beyond the end, at least half-way from the between-discs intensity to a disc's
+SHORT_COLUMN = 0.15     # of the image height: how much further from an edge than the median mask's labels may end
+MIN_COLUMNS = 5         # labelled masks needed before "most of this dataset's masks" means anything
 
 
 # ---------------------------------------------------------------- edges and boundaries
@@ -258,6 +263,29 @@ def anatomical_order(image, mask, labels) -> tuple[list[str], dict]:
     return flags, measures
 
 
+def edge_margins(mask: np.ndarray) -> tuple[float, float]:
+    """(top, bottom): the unlabelled rows above the first and below the last labelled row, as shares of the
+    mask's height."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    return rows[0] / mask.shape[0], (mask.shape[0] - 1 - rows[-1]) / mask.shape[0]
+
+
+def short_columns(masks) -> list[list[str]]:
+    """short_column flags per mask: labels that end further from the top or bottom of the image than the median
+    non-empty mask's, by more than SHORT_COLUMN of the height. Where most masks label the spine up to the
+    frame's edge, this finds the masks whose annotation stops short (what the image shows beyond stays unlabelled
+    and is taught, and scored, as background). No flags with fewer than MIN_COLUMNS non-empty masks."""
+    margins = {i: edge_margins(mask) for i, mask in enumerate(masks) if mask.any()}
+    flags = [[] for _ in masks]
+    if len(margins) < MIN_COLUMNS:
+        return flags
+    typical = np.median(list(margins.values()), axis=0)
+    for i, margin in margins.items():
+        flags[i] = [f"short_column:{end}" for end, own, usual in zip(("top", "bottom"), margin, typical)
+                    if own - usual > SHORT_COLUMN]
+    return flags
+
+
 # ---------------------------------------------------------------- the audit
 
 
@@ -286,6 +314,7 @@ def audit_arrays(names, images, masks, labels=loader.LABELS, anatomical=True, pr
     labelled = [i for i, mask in enumerate(masks) if mask.any()]
     cross = cross_scores([edges[i] for i in labelled], [boundary_map(masks[i]) for i in labelled])
     same_image, same_mask = duplicates(names, images), duplicates(names, masks)
+    short = short_columns(masks) if anatomical else [[] for _ in masks]
     tick = _progress_callback(progress, len(names))
     examples = []
     for i, name in enumerate(names):
@@ -296,7 +325,8 @@ def audit_arrays(names, images, masks, labels=loader.LABELS, anatomical=True, pr
         entry["flags"] += sorted({f"duplicate_of:{other}" for other in dup.values()})
         if anatomical and masks[i].any():
             flags, entry["order"] = anatomical_order(images[i], masks[i], labels)
-            entry["flags"] += flags
+            entry["order"]["edge_margins"] = [round(float(share), 3) for share in edge_margins(masks[i])]
+            entry["flags"] += flags + short[i]
         if i in labelled:
             row = labelled.index(i)
             others = {names[j]: float(cross[row, col]) for col, j in enumerate(labelled) if j != i}
@@ -306,7 +336,8 @@ def audit_arrays(names, images, masks, labels=loader.LABELS, anatomical=True, pr
         examples.append(entry)
         tick(i + 1)
     return {"labels": list(labels), "anatomical_order": anatomical, "flag_codes": FLAG_CODES,
-            "settings": {"max_shift": MAX_SHIFT, "min_shift": MIN_SHIFT, "margin": MARGIN},
+            "settings": {"max_shift": MAX_SHIFT, "min_shift": MIN_SHIFT, "margin": MARGIN,
+                         "short_column": SHORT_COLUMN},
             "examples": examples, "counts": flag_counts(examples)}
 
 
@@ -329,7 +360,8 @@ def read_dataset(data_dir, labels=loader.LABELS):
 def audit_dataset(data_dir, anatomical_order: bool = True, labels=loader.LABELS, progress=None) -> dict:
     """Audit every pair under data_dir; returns {"examples": [{"name", "flags", measures...}], ...}.
 
-    anatomical_order: check that discs and vertebrae alternate (off for data without such structure).
+    anatomical_order: check that discs and vertebrae alternate and that each mask's labels reach about as far
+    up and down as most masks' (off for data without such structure).
     progress: None (a bar from 200 pairs), True/False, or a callable(done, total). Raises loader.DataError.
     """
     names, images, masks = read_dataset(data_dir, labels)
@@ -404,7 +436,7 @@ def main(argv=None) -> int:
     parser.add_argument("data_dir")
     parser.add_argument("--json", dest="json_path", help="write the report here (default: DATA_DIR/../audit.json)")
     parser.add_argument("--sheet", help="contact-sheet PNG (default: next to the JSON report, .png)")
-    parser.add_argument("--no-order", action="store_true", help="skip the disc/vertebra alternation check")
+    parser.add_argument("--no-order", action="store_true", help="skip the spine-specific checks (disc/vertebra alternation, short labelled columns)")
     args = parser.parse_args(argv)
     json_path = Path(args.json_path or Path(args.data_dir).resolve().parent / "audit.json")
     try:

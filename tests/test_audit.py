@@ -41,6 +41,9 @@ def test_real_data_findings(real):
                for n in ("1", "13"))
     assert len(misaligned(report)) <= 1
     assert flags_of(report)["5"] == ["empty_mask", "duplicate_of:0"]
+    # labels that start well below the top, where most masks label the spine up to the frame's edge
+    assert audit.flagged(report, "short_column") == ["1", "4", "11", "13", "17"]
+    assert all("short_column:top" in flags_of(report)[n] for n in ("1", "4", "11", "13", "17"))
 
 
 def test_every_flag_uses_the_vocabulary(real):
@@ -159,6 +162,18 @@ def test_order_gaps_found_at_the_right_end():
     assert audit.order_gaps(audit.levels(column_mask("DDVDV"), loader.LABELS)) == ["order_gap:disc-disc@top"]
 
 
+def test_short_columns_are_judged_against_the_datasets_median_extent():
+    full = column_mask("VDVDVDVDV")  # labelled rows 10-113 of 120
+    stops_short = full.copy()
+    stops_short[:40] = 0  # the top levels left unlabelled
+    lifted = np.zeros_like(full)
+    lifted[:-40] = full[40:]  # the same column, ending 40 rows above the usual bottom
+    masks = [full] * 5 + [stops_short, lifted, np.zeros_like(full)]
+    assert audit.short_columns(masks) == [[]] * 5 + [["short_column:top"], ["short_column:bottom"], []]
+    assert audit.short_columns(masks[:2] + masks[5:]) == [[]] * 5  # too few labelled masks to know what is usual
+    assert audit.edge_margins(stops_short) == (40 / 120, 6 / 120)
+
+
 def test_order_check_can_be_switched_off():
     mask = column_mask("VVDDV")
     image = (mask * 100).astype(np.uint8)
@@ -166,6 +181,11 @@ def test_order_check_can_be_switched_off():
     off = audit.audit_arrays(["a"], [image], [mask], anatomical=False)
     assert any(f.startswith("order_gap:") for f in on["examples"][0]["flags"])
     assert not any(f.startswith("order_gap:") for f in off["examples"][0]["flags"]) and "order" not in off["examples"][0]
+    masks = [column_mask("VDVDV")] * 5 + [column_mask("VDVDV")[::-1]]  # the last labels only the lower half
+    images = [(mask * 100).astype(np.uint8) for mask in masks]
+    assert "short_column:top" in audit.audit_arrays(list("abcdef"), images, masks)["examples"][-1]["flags"]
+    off = audit.audit_arrays(list("abcdef"), images, masks, anatomical=False)["examples"][-1]["flags"]
+    assert not any(flag.startswith("short_column:") for flag in off)
 
 
 def test_duplicates_and_missing_classes(tmp_path):
