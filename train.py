@@ -522,15 +522,17 @@ def example_scores(truths: dict, predictions: dict, labels=loader.LABELS) -> lis
     return sorted(rows, key=lambda row: np.inf if np.isnan(row[worst]) else row[worst])
 
 
-def format_example_scores(rows: list[dict], labels=loader.LABELS) -> str:
-    """A text table of `example_scores` rows ('-' where a mask lacks the class)."""
+def format_example_scores(rows: list[dict], labels=loader.LABELS, mask_flags: dict | None = None) -> str:
+    """A text table of `example_scores` rows ('-' where a mask lacks the class), with a last column of each
+    example's audit flags when `mask_flags` (name -> list of flags) is given."""
     classes = [labels[v] for v in FOREGROUND]
     lines = [f"{'example':<10}" + "".join(f"{c + ' Dice':>15}" for c in classes)
-             + f"{'beyond labelled rows':>22}{'errors on mask edges':>22}"]
+             + f"{'beyond labelled rows':>22}{'errors on mask edges':>22}" + ("   mask flags" if mask_flags else "")]
     for row in rows:
         cells = "".join(f"{'-' if np.isnan(row[c]) else f'{row[c]:.4f}':>15}" for c in classes)
         edges = "-" if np.isnan(row["errors_on_edges"]) else f"{row['errors_on_edges']:.0%}"
-        lines.append(f"{row['name']:<10}{cells}{row['beyond_labelled_rows']:>19} px{edges:>22}")
+        flags = f"   {', '.join(mask_flags.get(row['name'], [])) or '-'}" if mask_flags else ""
+        lines.append(f"{row['name']:<10}{cells}{row['beyond_labelled_rows']:>19} px{edges:>22}{flags}")
     return "\n".join(lines)
 
 

@@ -389,6 +389,9 @@ def test_example_scores_hand_computed_with_predictions_beyond_the_labelled_rows(
     assert rows[1]["errors_on_edges"] == 0.0  # an empty mask has no edges
     table = train.format_example_scores(rows)
     assert "0.7273" in table and "75%" in table and table.splitlines()[2].split()[1:3] == ["-", "-"]
+    flagged = train.format_example_scores(rows, mask_flags={"a": ["short_column:top"], "empty": []}).splitlines()
+    assert flagged[0].endswith("mask flags") and flagged[1].endswith(" short_column:top") and flagged[2].endswith(" -")
+    assert [line[:len(plain)] for line, plain in zip(flagged, table.splitlines())] == table.splitlines()
 
 
 def test_error_share_on_mask_edges_tells_a_one_pixel_rim_from_a_missed_piece():
