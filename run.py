@@ -16,6 +16,7 @@ import os
 import re
 import statistics
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,15 +55,47 @@ def stderr_to(path: Path):
 
 def execute_notebook(notebook: Path, output: Path, parameters: dict) -> None:
     """Run one notebook with papermill into `output`; a failing cell raises and leaves `output` with the error.
-    The kernel's stderr goes to `kernel_log_path(output)`."""
+    The kernel's stderr goes to `kernel_log_path(output)`. Ctrl-C stops the kernel and raises KeyboardInterrupt.
+
+    papermill runs in a worker thread because in the main thread nbclient takes over SIGINT (to shut its kernel
+    down) and the run, and a sweep, went on as if Ctrl-C had never been pressed."""
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+
+    def execute():
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(output), parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                log_output=False, kernel_name="python3",
+            )
+        except Exception as err:
+            failures.append(err)
+
     with stderr_to(kernel_log_path(output)):
-        papermill.execute_notebook(
-            str(notebook), str(output), parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-            log_output=False, kernel_name="python3",
-        )
+        worker = threading.Thread(target=execute, name="papermill", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            stop_child_processes()
+            worker.join(10)
+            raise
+    if failures:
+        raise failures[0]
+
+
+def stop_child_processes(timeout: float = 5.0) -> None:
+    """Terminate this process's children (the notebook's kernel), killing any still alive after `timeout` s."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    for child in psutil.wait_procs(children, timeout=timeout)[1]:
+        child.kill()
 
 
 def run_notebooks(data_dir: Path, out_dir: Path) -> int:
@@ -72,6 +105,9 @@ def run_notebooks(data_dir: Path, out_dir: Path) -> int:
         print(f"running {notebook.name} -> {output}", flush=True)
         try:
             execute_notebook(notebook, output, {"data_dir": str(data_dir), "output_dir": str(out_dir / notebook.stem)})
+        except KeyboardInterrupt:
+            print(f"stopped (Ctrl-C) while running {notebook.name}", file=sys.stderr)
+            return 130
         except Exception as err:  # papermill's PapermillExecutionError carries the failing cell
             print(f"{notebook.name} failed: {type(err).__name__}: {_last_line(err)}\n"
                   f"  the executed notebook with the error is {output}", file=sys.stderr)
@@ -165,8 +201,9 @@ def _format_cell(value) -> str:
 
 
 def run_sweep(notebook: Path, params: list[list[str]], sweep_dir: Path, data_dir: Path | None = None) -> int:
-    """Execute `notebook` once per grid point into sweep_dir/<run>/; 1 if any run failed. The summary is
-    rewritten after every run, so a sweep stopped part-way still has the table of the runs it finished."""
+    """Execute `notebook` once per grid point into sweep_dir/<run>/; 1 if any run failed, 130 if stopped by
+    Ctrl-C. The summary is rewritten after every run, so a sweep stopped part-way still has the table of the
+    runs it finished."""
     runs, grid = [], parameter_grid(params)
     for number, parameters in enumerate(grid, 1):
         name = run_name(parameters)
@@ -180,6 +217,10 @@ def run_sweep(notebook: Path, params: list[list[str]], sweep_dir: Path, data_dir
         try:
             execute_notebook(notebook, output, injected)
             metrics = flatten_metrics(json.loads((run_dir / "metrics.json").read_text()))
+        except KeyboardInterrupt:
+            print(f"stopped (Ctrl-C) during {name}; finished runs: {len(runs)}"
+                  + (f", their summary is in {sweep_dir}" if runs else ""), file=sys.stderr)
+            return 130
         except Exception as err:  # papermill's error names the failing cell; the notebook keeps the traceback
             status = "failed"
             print(f"{name} failed: {type(err).__name__}: {_last_line(err)}\n"

@@ -2,9 +2,15 @@
 import csv
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
 import run
@@ -22,14 +28,17 @@ SWEEP_NOTEBOOK_CELLS = [
 ]
 
 
-@pytest.fixture
-def sweep_notebook(tmp_path):
+def write_notebook(path: Path, cells) -> Path:
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": tags})
-                                               for source, tags in SWEEP_NOTEBOOK_CELLS])
+                                               for source, tags in cells])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / "toy.ipynb"
     nbformat.write(notebook, path)
     return path
+
+
+@pytest.fixture
+def sweep_notebook(tmp_path):
+    return write_notebook(tmp_path / "toy.ipynb", SWEEP_NOTEBOOK_CELLS)
 
 
 def test_parameter_grid_is_every_combination_with_literal_values():
@@ -67,15 +76,47 @@ def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(tmp_pat
         (Path(parameters["output_dir"]) / "metrics.json").write_text('{"dice": {"disc": 0.1}}')
 
     monkeypatch.setattr(run, "execute_notebook", execute)
-    with pytest.raises(KeyboardInterrupt):
-        run.main(["sweep", "--notebook", "toy.ipynb", "--param", "x", "1", "2", "3", "--name", "stopped",
-                  "--out", str(tmp_path)])
+    code = run.main(["sweep", "--notebook", "toy.ipynb", "--param", "x", "1", "2", "3", "--name", "stopped",
+                     "--out", str(tmp_path)])
+    assert code == 130
     with (tmp_path / "stopped" / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [row["run"] for row in rows] == ["x-1", "mean", "sd"] and float(rows[0]["dice.disc"]) == 0.1
     assert "| x-1 |" in (tmp_path / "stopped" / "summary.md").read_text()
     assert sorted(path.name for path in (tmp_path / "stopped").iterdir()) == ["summary.csv", "summary.md", "x-1"]
     assert "[2/3] running toy.ipynb {'x': 2}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_sweep_and_its_kernel_and_keeps_the_summary_of_the_finished_runs(tmp_path):
+    notebook = write_notebook(tmp_path / "sleepy.ipynb", [
+        ('x = 1\noutput_dir = "out"', ["parameters"]),
+        ("import json, pathlib, time\n"
+         "pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n"
+         "time.sleep(120 if x == 2 else 0)\n"
+         "(pathlib.Path(output_dir) / 'metrics.json').write_text(json.dumps({'dice': {'disc': x / 10}}))", []),
+    ])
+    command = [sys.executable, "run.py", "sweep", "--notebook", str(notebook), "--param", "x", "1", "2", "3",
+               "--name", "stopped", "--out", str(tmp_path)]
+    sweep = subprocess.Popen(command, cwd=Path(run.__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        deadline, kernels = time.monotonic() + 120, []
+        while not ((tmp_path / "stopped" / "summary.csv").exists() and kernels):  # run 1 done, run 2's kernel up
+            assert time.monotonic() < deadline and sweep.poll() is None, "the sweep did not reach its second run"
+            time.sleep(0.2)
+            kernels = psutil.Process(sweep.pid).children(recursive=True)
+        time.sleep(3)  # inside the sleeping cell
+        os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, err = sweep.communicate(timeout=30)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 130 and "stopped (Ctrl-C) during x-2; finished runs: 1" in err
+    assert "[3/3]" not in out
+    assert not psutil.wait_procs(kernels, timeout=5)[1]  # the kernel is gone too
+    with (tmp_path / "stopped" / "summary.csv").open() as f:
+        assert [row["run"] for row in csv.DictReader(f)] == ["x-1", "mean", "sd"]
 
 
 @pytest.mark.slow
