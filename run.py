@@ -58,7 +58,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict) -> None:
     The kernel's stderr goes to `kernel_log_path(output)`. Ctrl-C stops the kernel and raises KeyboardInterrupt.
 
     papermill runs in a worker thread because in the main thread nbclient takes over SIGINT (to shut its kernel
-    down) and the run, and a sweep, went on as if Ctrl-C had never been pressed."""
+    down), and a sweep went on to its next run as if Ctrl-C had never been pressed."""
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
