@@ -98,8 +98,10 @@ def test_ctrl_c_stops_a_sweep_and_its_kernel_and_keeps_the_summary_of_the_finish
     ])
     command = [sys.executable, "run.py", "sweep", "--notebook", str(notebook), "--param", "x", "1", "2", "3",
                "--name", "stopped", "--out", str(tmp_path)]
+    # as from a terminal: SIGINT at its default (a test run in the background of a script inherits it ignored)
     sweep = subprocess.Popen(command, cwd=Path(run.__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
+                             text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline, kernels = time.monotonic() + 120, []
         while not ((tmp_path / "stopped" / "summary.csv").exists() and kernels):  # run 1 done, run 2's kernel up
