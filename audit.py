@@ -263,26 +263,38 @@ def anatomical_order(image, mask, labels) -> tuple[list[str], dict]:
     return flags, measures
 
 
-def edge_margins(mask: np.ndarray) -> tuple[float, float]:
+def labelled_rows(mask: np.ndarray) -> tuple[int, int] | None:
+    """(first, last) row holding any label; None for an empty mask."""
+    rows = np.flatnonzero(np.asarray(mask).any(axis=1))
+    return (int(rows[0]), int(rows[-1])) if rows.size else None
+
+
+def edge_margins(mask: np.ndarray) -> tuple[float, float] | None:
     """(top, bottom): the unlabelled rows above the first and below the last labelled row, as shares of the
-    mask's height."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    return rows[0] / mask.shape[0], (mask.shape[0] - 1 - rows[-1]) / mask.shape[0]
+    mask's height; None for an empty mask."""
+    span, height = labelled_rows(mask), mask.shape[0]
+    return None if span is None else (span[0] / height, (height - 1 - span[1]) / height)
 
 
 def short_columns(masks) -> list[list[str]]:
-    """short_column flags per mask: labels that end further from the top or bottom of the image than the median
-    non-empty mask's, by more than SHORT_COLUMN of the height. Where most masks label the spine up to the
-    frame's edge, this finds the masks whose annotation stops short (what the image shows beyond stays unlabelled
-    and is taught, and scored, as background). No flags with fewer than MIN_COLUMNS non-empty masks."""
-    margins = {i: edge_margins(mask) for i, mask in enumerate(masks) if mask.any()}
-    flags = [[] for _ in masks]
-    if len(margins) < MIN_COLUMNS:
-        return flags
-    typical = np.median(list(margins.values()), axis=0)
-    for i, margin in margins.items():
-        flags[i] = [f"short_column:{end}" for end, own, usual in zip(("top", "bottom"), margin, typical)
-                    if own - usual > SHORT_COLUMN]
+    """short_column flags per mask (see `short_column_flags`)."""
+    return short_column_flags([edge_margins(mask) for mask in masks])
+
+
+def short_column_flags(margins) -> list[list[str]]:
+    """short_column flags per mask from its `edge_margins` (None: empty): labels that end further from the top or
+    bottom of the image than the median non-empty mask's, by more than SHORT_COLUMN of the height. Where most
+    masks label the spine up to the frame's edge, this finds the masks whose annotation stops short (what the
+    image shows beyond stays unlabelled and is taught, and scored, as background). No flags with fewer than
+    MIN_COLUMNS non-empty masks."""
+    known = [margin for margin in margins if margin is not None]
+    if len(known) < MIN_COLUMNS:
+        return [[] for _ in margins]
+    typical = np.median(known, axis=0)
+    flags = []
+    for margin in margins:
+        excess = [] if margin is None else [own - usual for own, usual in zip(margin, typical)]
+        flags.append([f"short_column:{end}" for end, extra in zip(("top", "bottom"), excess) if extra > SHORT_COLUMN])
     return flags
 
 
@@ -314,7 +326,8 @@ def audit_arrays(names, images, masks, labels=loader.LABELS, anatomical=True, pr
     labelled = [i for i, mask in enumerate(masks) if mask.any()]
     cross = cross_scores([edges[i] for i in labelled], [boundary_map(masks[i]) for i in labelled])
     same_image, same_mask = duplicates(names, images), duplicates(names, masks)
-    short = short_columns(masks) if anatomical else [[] for _ in masks]
+    margins = [edge_margins(mask) for mask in masks]
+    short = short_column_flags(margins)
     tick = _progress_callback(progress, len(names))
     examples = []
     for i, name in enumerate(names):
@@ -325,7 +338,7 @@ def audit_arrays(names, images, masks, labels=loader.LABELS, anatomical=True, pr
         entry["flags"] += sorted({f"duplicate_of:{other}" for other in dup.values()})
         if anatomical and masks[i].any():
             flags, entry["order"] = anatomical_order(images[i], masks[i], labels)
-            entry["order"]["edge_margins"] = [round(float(share), 3) for share in edge_margins(masks[i])]
+            entry["order"]["edge_margins"] = [round(float(share), 3) for share in margins[i]]
             entry["flags"] += flags + short[i]
         if i in labelled:
             row = labelled.index(i)

@@ -488,11 +488,11 @@ def format_scores(scores: dict) -> str:
 def predicted_beyond_labelled_rows(truth: np.ndarray, prediction: np.ndarray) -> int:
     """Predicted foreground pixels in rows above or below every labelled pixel of the mask (all of them for an
     empty mask): many of these suggest a mask that stops short of the anatomy, not a model error."""
-    rows = np.flatnonzero((np.asarray(truth) > 0).any(axis=1))
+    span = audit.labelled_rows(truth)
     foreground = np.asarray(prediction) > 0
-    if rows.size == 0:
+    if span is None:
         return int(np.count_nonzero(foreground))
-    return int(np.count_nonzero(foreground[: rows[0]]) + np.count_nonzero(foreground[rows[-1] + 1:]))
+    return int(np.count_nonzero(foreground[: span[0]]) + np.count_nonzero(foreground[span[1] + 1:]))
 
 
 def error_share_on_mask_edges(truth: np.ndarray, prediction: np.ndarray) -> float:
