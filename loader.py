@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
 MASK_SUFFIXES = (".npy", ".png")
 REMAINDER_POLICIES = ("fill", "drop", "keep")
 SPLITS = ("train", "val", "test")
+SET_ASIDE = "excluded"  # optional key of explicit splits: examples read and checked but never batched
 
 EXAMPLE_DATA_URL = (
     "https://raw.githubusercontent.com/sulaimanvesal/vertebraeSegementation/"
@@ -289,7 +290,7 @@ def split_names(names, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> dict[str, li
 def fitting_batch_size(splits: dict, batch_size: int) -> int:
     """`batch_size`, lowered if needed so that every non-empty split can fill a batch (small datasets); a
     warning says when and why, so a requested batch size is never replaced silently."""
-    sizes = {split: len(names) for split, names in splits.items() if names}
+    sizes = {split: len(splits[split]) for split in SPLITS if splits[split]}
     fitting = max(1, min([int(batch_size), *sizes.values()]))
     if fitting < batch_size:
         smallest = min(sizes, key=sizes.get)
@@ -312,17 +313,20 @@ def kfold_splits(names, n_folds: int = 5, fold: int = 0, seed: int = 0, val_frac
 
 
 def _checked_splits(splits: dict, names) -> dict[str, list[str]]:
-    """Validate explicit splits: keys train/val/test, disjoint, together exactly `names`."""
-    if set(splits) != set(SPLITS):
-        raise ValueError(f"explicit splits need exactly the keys {SPLITS}, got {tuple(splits)}")
-    listed = [name for split in SPLITS for name in splits[split]]
+    """Validate explicit splits: keys train/val/test (and optionally SET_ASIDE), disjoint, together exactly
+    `names`, so that an example left out of training is left out on purpose, never by a mistake in a list."""
+    keys = SPLITS + ((SET_ASIDE,) if SET_ASIDE in splits else ())
+    if set(splits) != set(keys):
+        raise ValueError(f"explicit splits need exactly the keys {SPLITS} (and optionally {SET_ASIDE!r}), "
+                         f"got {tuple(splits)}")
+    listed = [name for split in keys for name in splits[split]]
     unknown = sorted(set(listed) - set(names), key=natural_key)
     repeated = sorted({name for name in listed if listed.count(name) > 1}, key=natural_key)
     left_out = sorted(set(names) - set(listed), key=natural_key)
     for problem, group in (("unknown", unknown), ("in more than one split", repeated), ("in no split", left_out)):
         if group:
             raise ValueError(f"explicit splits: examples {problem}: {', '.join(group)}")
-    return {split: sorted(map(str, splits[split]), key=natural_key) for split in SPLITS}
+    return {split: sorted(map(str, splits[split]), key=natural_key) for split in keys}
 
 
 # ---------------------------------------------------------------- augmentation
@@ -575,7 +579,7 @@ class DataLoader:
     # -- epochs and batches
 
     def _split_names(self, split):
-        if split not in self.splits:
+        if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         names = self.splits[split]
         if not names:

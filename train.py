@@ -36,6 +36,19 @@ def make_splits(data_dir, seed: int = 0, fold: int = -1, n_folds: int = 5, val_f
     return loader.kfold_splits(names, n_folds, fold, seed, val_fraction)
 
 
+def train_without_flagged(splits: dict, flags_by_name: dict, codes) -> dict:
+    """The splits with every train example that carries an audit flag of one of `codes` (e.g. "short_column")
+    moved to `loader.SET_ASIDE`, so a mask the audit doubts does not teach the network; val and test stay as
+    they are, so scores remain comparable with and without the option."""
+    if isinstance(codes, str) or not set(codes) <= set(audit.FLAG_CODES):
+        raise ValueError(f"flag codes must be a list drawn from {sorted(audit.FLAG_CODES)}, got {codes!r}")
+    codes = set(codes)
+    doubted = [name for name in splits["train"]
+               if codes & {flag.split(":")[0] for flag in flags_by_name.get(name, [])}]
+    return {**splits, "train": [name for name in splits["train"] if name not in doubted],
+            loader.SET_ASIDE: sorted([*splits.get(loader.SET_ASIDE, []), *doubted], key=loader.natural_key)}
+
+
 def present_classes(mask: np.ndarray, n_classes: int = len(loader.LABELS)) -> np.ndarray:
     """Boolean (C,): which labels occur in an integer mask (a class is labelled in an example iff present)."""
     return np.bincount(np.asarray(mask).ravel(), minlength=n_classes)[:n_classes] > 0

@@ -114,6 +114,22 @@ def test_explicit_and_kfold_splits(dataset):
         loader.DataLoader(dataset, split={"train": NAMES, "val": ["1"], "test": []})
 
 
+
+def test_explicit_splits_may_set_examples_aside_and_those_are_never_batched(dataset):
+    split = {"train": NAMES[:4], "val": NAMES[4:6], "test": NAMES[6:8], loader.SET_ASIDE: NAMES[8:]}
+    data = loader.DataLoader(dataset, batch_size=2, split=split)
+    assert data.splits == split and data.split_of("9") == loader.SET_ASIDE
+    assert_paired(data)  # set-aside pairs are still read and checked
+    batched = {name for s in loader.SPLITS for epoch in range(3) for batch in data.epoch_batches(s, epoch)
+               for name in batch}
+    assert batched == set(NAMES[:8])
+    with pytest.raises(ValueError, match="split must be one of"):
+        next(data.get_batch(loader.SET_ASIDE))
+    with pytest.raises(ValueError, match="in no split: 9"):  # leaving an example out is never silent
+        loader.DataLoader(dataset, split={**split, loader.SET_ASIDE: ["8"]})
+    with pytest.raises(ValueError, match="optionally 'excluded'"):
+        loader.DataLoader(dataset, split={**split, "unused": []})
+
 @pytest.mark.parametrize("bad", [(0.5, 0.5), (0.7, 0.2, 0.2), (1.2, -0.1, -0.1)])
 def test_bad_split_fractions_refused(dataset, bad):
     with pytest.raises(ValueError, match="split"):
@@ -376,3 +392,5 @@ def test_fitting_batch_size_lowers_only_when_a_split_is_too_small():
         warnings.simplefilter("error")  # nothing lowered, nothing to warn about
         assert loader.fitting_batch_size({"train": list("abcdef"), "val": list("ghij"), "test": list("kl")}, 1) == 1
         assert loader.fitting_batch_size({"train": list("abcdefgh"), "val": list("ijkl"), "test": list("mnop")}, 4) == 4
+        set_aside = {"train": list("abcdefgh"), "val": list("ijkl"), "test": list("mnop"), loader.SET_ASIDE: ["q"]}
+        assert loader.fitting_batch_size(set_aside, 4) == 4  # examples set aside are never batched

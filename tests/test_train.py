@@ -40,6 +40,20 @@ def test_make_splits_sizes_follow_val_fraction_and_the_test_split_does_not_move(
         assert sorted(sum(smaller_val.values(), []), key=int) == [str(i) for i in range(20)]
 
 
+def test_train_without_flagged_leaves_out_train_examples_with_those_flag_codes_only():
+    splits = {"train": ["1", "2", "3", "4"], "val": ["5", "6"], "test": ["7", "8"]}
+    flags = {"1": ["short_column:top"], "2": ["empty_mask"], "3": [], "5": ["short_column:bottom"],
+             "7": ["short_column:top"], "4": ["order_gap:unlabelled_disc@top", "short_column:bottom"]}
+    kept = train.train_without_flagged(splits, flags, ["short_column"])
+    assert kept == {"train": ["2", "3"], "val": ["5", "6"], "test": ["7", "8"], loader.SET_ASIDE: ["1", "4"]}
+    assert splits["train"] == ["1", "2", "3", "4"]  # the caller's splits are not changed
+    assert train.train_without_flagged(kept, flags, ["empty_mask"])[loader.SET_ASIDE] == ["1", "2", "4"]
+    assert train.train_without_flagged(splits, flags, [])["train"] == splits["train"]
+    for wrong in ("short_column", ["short"]):  # a string (e.g. from papermill -p, not -y) or an unknown code
+        with pytest.raises(ValueError, match="flag codes must be a list drawn from"):
+            train.train_without_flagged(splits, flags, wrong)
+
+
 # ---------------------------------------------------------------- labels and scores
 
 
