@@ -200,6 +200,13 @@ def _format_cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def notebook_parameters(notebook: Path) -> list[str]:
+    """The names that `notebook`'s cell tagged `parameters` defines."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(notebook)))
+
+
 def run_sweep(notebook: Path, params: list[list[str]], sweep_dir: Path, data_dir: Path | None = None) -> int:
     """Execute `notebook` once per grid point into sweep_dir/<run>/; 1 if any run failed, 130 if stopped by
     Ctrl-C. The summary is rewritten after every run, so a sweep stopped part-way still has the table of the
@@ -255,6 +262,12 @@ def main(argv=None) -> int:
         return run_notebooks(args.data_dir.resolve(), args.out.resolve())
     if any(len(param) < 2 for param in args.param):
         parser.error("--param needs a name and at least one value")
+    if not args.notebook.is_file():
+        parser.error(f"{args.notebook}: no such notebook")
+    known = notebook_parameters(args.notebook)
+    unknown = [param[0] for param in args.param if param[0] not in known]
+    if unknown:  # papermill would only warn and run the defaults: a typo would cost a full run per grid point
+        parser.error(f"{args.notebook.name} has no parameter {', '.join(unknown)} (its parameters: {', '.join(known)})")
     name = args.name or "-".join([args.notebook.stem] + [param[0] for param in args.param])
     data_dir = args.data_dir.resolve() if args.data_dir else None
     return run_sweep(args.notebook.resolve(), args.param, args.out.resolve() / name, data_dir)

@@ -68,7 +68,8 @@ def test_summary_rows_add_mean_and_sd_over_successful_runs():
     assert rows[-1]["dice.disc"] == pytest.approx(0.1)
 
 
-def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(tmp_path, monkeypatch, capsys):
+def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(sweep_notebook, tmp_path, monkeypatch,
+                                                                        capsys):
     def execute(notebook, output, parameters):  # the first run writes its metrics, the second is interrupted
         if parameters["x"] == 2:
             raise KeyboardInterrupt
@@ -76,7 +77,7 @@ def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(tmp_pat
         (Path(parameters["output_dir"]) / "metrics.json").write_text('{"dice": {"disc": 0.1}}')
 
     monkeypatch.setattr(run, "execute_notebook", execute)
-    code = run.main(["sweep", "--notebook", "toy.ipynb", "--param", "x", "1", "2", "3", "--name", "stopped",
+    code = run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "2", "3", "--name", "stopped",
                      "--out", str(tmp_path)])
     assert code == 130
     with (tmp_path / "stopped" / "summary.csv").open() as f:
@@ -151,6 +152,21 @@ def test_sweep_of_runs_that_all_succeed_exits_zero(sweep_notebook, tmp_path, cap
     with (tmp_path / "ok" / "summary.csv").open() as f:
         sd = [row for row in csv.DictReader(f) if row["run"] == "sd"][0]
     assert math.isclose(float(sd["dice.disc"]), 0.0707, abs_tol=1e-3)
+
+
+def test_sweep_refuses_a_parameter_the_notebook_does_not_define_before_running_anything(sweep_notebook, tmp_path,
+                                                                                      capsys):
+    with pytest.raises(SystemExit) as stop:
+        run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "--param", "epoch", "1",
+                  "--out", str(tmp_path / "sweeps")])
+    assert stop.value.code == 2
+    assert "toy.ipynb has no parameter epoch (its parameters: x, fail, output_dir)" in capsys.readouterr().err
+    assert not (tmp_path / "sweeps").exists()  # nothing ran, nothing written
+    with pytest.raises(SystemExit):
+        run.main(["sweep", "--notebook", str(tmp_path / "missing.ipynb"), "--param", "x", "1"])
+    assert "missing.ipynb: no such notebook" in capsys.readouterr().err
+    assert {"epochs", "backbone", "fold", "train_without_flags"} <= set(
+        run.notebook_parameters(run.NOTEBOOK_DIR / "04_train_unet.ipynb"))
 
 
 @pytest.mark.slow
