@@ -185,3 +185,22 @@ def test_every_notebook_runs_under_papermill_on_other_data(tmp_path, monkeypatch
     assert set(metrics["dice"]) == {"disc", "vertebra"} and metrics["training"]["epochs_run"] == 2
     predictions = sorted((results / "predictions").glob("*.npy"))
     assert predictions and all(np.load(path).shape == (72, 88) for path in predictions)
+
+
+@pytest.mark.slow
+def test_a_sweep_of_notebook_04_leaves_the_flagged_train_examples_out_of_training(tmp_path, monkeypatch):
+    """A list-valued parameter through the sweep into notebook 04, which sets the flagged example aside."""
+    import numpy as np
+    from synthetic import write_dataset
+
+    monkeypatch.delenv("SPINE_SMOKE_OUTPUT_DIR")  # that redirect is for nbval, which cannot pass output_dir
+    data = write_dataset(tmp_path / "data", [str(i) for i in range(10)], shape=(64, 64))
+    np.save(data / "masks" / "3.npy", np.zeros((64, 64), np.int64))  # empty: flagged; in fold 0's train split
+    code = run.main(["sweep", "--param", "fold", "0", "--param", "train_without_flags", '["empty_mask"]',
+                     "--data-dir", str(data), "--out", str(tmp_path), "--name", "flags"])
+    assert code == 0
+    (run_dir,) = [path for path in (tmp_path / "flags").iterdir() if path.is_dir()]
+    assert json.loads((run_dir / "metrics.json").read_text())["parameters"]["train_without_flags"] == ["empty_mask"]
+    printed = [output.get("text", "") for cell in nbformat.read(run_dir / "04_train_unet.ipynb", 4).cells
+               for output in cell.get("outputs", [])]
+    assert any("train 5, val 2, test 2, excluded 1" in text and "excluded 1 examples" in text for text in printed)
