@@ -114,7 +114,6 @@ def test_explicit_and_kfold_splits(dataset):
         loader.DataLoader(dataset, split={"train": NAMES, "val": ["1"], "test": []})
 
 
-
 def test_explicit_splits_may_set_examples_aside_and_those_are_never_batched(dataset):
     split = {"train": NAMES[:4], "val": NAMES[4:6], "test": NAMES[6:8], loader.SET_ASIDE: NAMES[8:]}
     data = loader.DataLoader(dataset, batch_size=2, split=split)
@@ -129,6 +128,7 @@ def test_explicit_splits_may_set_examples_aside_and_those_are_never_batched(data
         loader.DataLoader(dataset, split={**split, loader.SET_ASIDE: ["8"]})
     with pytest.raises(ValueError, match="optionally 'excluded'"):
         loader.DataLoader(dataset, split={**split, "unused": []})
+
 
 @pytest.mark.parametrize("bad", [(0.5, 0.5), (0.7, 0.2, 0.2), (1.2, -0.1, -0.1)])
 def test_bad_split_fractions_refused(dataset, bad):
