@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from errors import DataError  # noqa: F401  (loader.DataError is the public name)
+
 PROJECT_DIR = Path(__file__).resolve().parent
 LABELS = ("background", "disc", "vertebra")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
@@ -32,14 +34,6 @@ EXAMPLE_DATA_URL = (
 )
 EXAMPLE_DATA_DIR = PROJECT_DIR / "data" / "spine-mri"
 DATASET_CARD = PROJECT_DIR / "data" / "README.md"
-
-
-class DataError(ValueError):
-    """A problem with the data on disk; `problems` holds one line per problem, each naming its file."""
-
-    def __init__(self, problems):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 # ---------------------------------------------------------------- finding and pairing files
