@@ -1,0 +1,29 @@
+"""TrainConfig is the one source of training defaults: the command line and notebook 04 follow it."""
+import argparse
+
+import pytest
+
+from config import TrainConfig, add_arguments, from_arguments
+
+
+def test_lists_become_tuples_and_to_dict_is_json_ready():
+    config = TrainConfig(decoder_filters=[64, 32, 16, 8, 4], train_without_flags=["empty_mask"])
+    assert config.decoder_filters == (64, 32, 16, 8, 4) and config == config.replace()
+    assert config.to_dict()["decoder_filters"] == [64, 32, 16, 8, 4]
+    assert set(config.to_dict()) == {f for f in TrainConfig.__dataclass_fields__}
+
+
+def test_replace_refuses_unknown_settings_and_bad_values():
+    with pytest.raises(TypeError, match="no setting epoch "):
+        TrainConfig().replace(epoch=3)
+    with pytest.raises(ValueError, match="largest_structure"):
+        TrainConfig(largest_structure="yes")
+
+
+def test_command_line_options_are_the_config_fields():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--epochs", "3", "--crop", "None", "--decoder-filters", "[8,8,8,8,8]", "--backbone", "resnet34"])
+    config = from_arguments(args)
+    assert config == TrainConfig(epochs=3, crop=None, decoder_filters=(8, 8, 8, 8, 8), backbone="resnet34")
+    assert from_arguments(parser.parse_args([])) == TrainConfig()
