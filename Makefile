@@ -7,9 +7,10 @@ DATA := data/spine-mri
 .PHONY: run test test-fast lab env data bench clean
 
 env: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 # fetch downloads only what is missing (sha256-checked); check validates every pair

@@ -1,16 +1,14 @@
 """The example-data download: real HTTP on loopback, sha256 checks, tampered files refused and not kept."""
-import functools
 import hashlib
 import http.server
 import shutil
 import subprocess
 import sys
-import threading
 
 import pytest
 
 import loader
-from conftest import SHARED_DATA
+from conftest import EXAMPLE_DATA, serve
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -26,27 +24,17 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def served(tmp_path):
-    """Serve a writable copy of the shared data; yields (base URL, served folder, list of requested paths)."""
+    """Serve a writable copy of the example data; yields (base URL, served folder, list of requested paths)."""
     root = tmp_path / "served"
-    shutil.copytree(SHARED_DATA, root)
+    shutil.copytree(EXAMPLE_DATA, root)
     CountingHandler.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", root, CountingHandler.requests
+    url, server = serve(root, CountingHandler)
+    yield url, root, CountingHandler.requests
     server.shutdown()
 
 
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_registry_matches_the_published_sums():
-    published = {}
-    for line in (SHARED_DATA / "SHA256SUMS").read_text().splitlines():
-        digest, path = line.split()
-        published[path] = digest
-    assert loader.example_registry() == published
-    assert len(published) == 40
 
 
 def test_fetch_downloads_and_verifies_everything(example_data):
