@@ -9,16 +9,25 @@ from collections import Counter
 import numpy as np
 
 import loader as loader_module
+from description import IGNORE_INDEX
 
 
 def batch_summary(images, masks) -> dict:
-    """Shapes, dtypes, value ranges and whether every pixel's one-hot vector sums to exactly 1."""
+    """Shapes, dtypes, value ranges and whether every pixel's one-hot row sums to exactly 1 (or 0: no target)."""
     images, masks = np.asarray(images), np.asarray(masks)
+    sums = masks.sum(-1)
     return {
         "images": f"{images.shape} {images.dtype} [{images.min():.3f}, {images.max():.3f}]",
         "masks": f"{masks.shape} {masks.dtype} values {sorted(np.unique(masks).tolist())}",
-        "one-hot sums to 1": bool(np.array_equal(masks.sum(-1), np.ones(masks.shape[:-1]))),
+        "one-hot rows sum to 1 (or 0: ignore/padding)": bool(np.isin(sums, (0.0, 1.0)).all()),
+        "pixels without target": f"{np.mean(sums == 0):.1%}",
     }
+
+
+def labels_of(onehot) -> np.ndarray:
+    """One-hot targets (..., K) back to class indices, IGNORE_INDEX where a row is all zero."""
+    onehot = np.asarray(onehot)
+    return np.where(onehot.sum(-1) > 0, np.argmax(onehot, -1), IGNORE_INDEX).astype(np.uint8)
 
 
 def _fingerprint(image) -> str:
@@ -31,16 +40,25 @@ class ContentIndex:
 
     def __init__(self, data: loader_module.DataLoader):
         self.data = data
-        self._by_image = {_fingerprint(data.get_image(name)): name for name in data.names}
+        self._by_image, self._shapes = {}, set()
+        for name in data.names:
+            image = data.get_image(name)
+            self._by_image[_fingerprint(image)] = name
+            self._shapes.add(image.shape[:2])
 
     def trace(self, images, masks) -> list[str]:
-        """Source name of each batch item; raises if an image is unknown or its mask is not that pair's mask."""
+        """Source name of each batch item; raises if an image is unknown or its mask is not that pair's mask.
+
+        A padded item is matched by its top-left corner at each image size of the dataset."""
         names = []
         for image, onehot in zip(images, masks):
-            name = self._by_image.get(_fingerprint(image))
+            found = [self._by_image.get(_fingerprint(image[:h, :w])) for h, w in self._shapes
+                     if h <= image.shape[0] and w <= image.shape[1]]
+            name = next((n for n in found if n is not None), None)
             if name is None:
                 raise AssertionError("a batch image matches no source image")
-            if not np.array_equal(np.argmax(onehot, -1), self.data.get_mask(name)):
+            mask = self.data.get_mask(name)
+            if not np.array_equal(labels_of(onehot[: mask.shape[0], : mask.shape[1]]), mask):
                 raise AssertionError(f"batch item with image {name} carries another example's mask")
             names.append(name)
         return names
