@@ -1,13 +1,15 @@
-"""`TrainConfig`: the single source of training defaults, read by `train.py`, notebook 04 and `run.py train`.
+"""`TrainConfig`: the single source of training defaults, read by `train.py`, notebook 04 and `run.py train`
+(whose options are its fields, documented by their comments here).
 
 metrics.json records the whole configuration a model was trained with (`TrainConfig.to_dict`).
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass, fields
+
 
 
 @dataclass(frozen=True)
@@ -57,22 +59,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--name VALUE` option per TrainConfig setting, defaulting to TrainConfig's own default."""
-    for name, default in TrainConfig().to_dict().items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_literal, default=argparse.SUPPRESS,
-                            metavar="VALUE", help=f"default: {default!r}")
-
-
-def from_arguments(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of the settings given on the command line (others at their defaults)."""
-    given = {name: value for name, value in vars(args).items() if name in TrainConfig().to_dict()}
-    return TrainConfig().replace(**given)
-
-
-def _literal(text: str):
-    """A command-line value as a Python literal (`3`, `0.5`, `None`, `[1, 2]`), else the string itself."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+def setting_comments() -> dict[str, str]:
+    """{setting: its comment in TrainConfig's source}: the comments are the settings' documentation."""
+    source = inspect.getsource(TrainConfig)
+    return dict(re.findall(r"^    (\w+): [^#\n]*#\s*(.*)$", source, flags=re.M))

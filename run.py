@@ -1,7 +1,8 @@
-"""Execute the project's notebooks with papermill: `notebooks` runs all of them in order into outputs/;
-`sweep` runs one notebook over a parameter grid into outputs/sweeps/<name>/ and tabulates every run's metrics.
+"""The project's command line: `notebooks` executes every notebook in order into outputs/ (papermill);
+`sweep` runs one notebook over a parameter grid into outputs/sweeps/<name>/ and tabulates every run's metrics;
+`train` trains and evaluates a UNet on a dataset without a notebook (settings: config.TrainConfig).
 
-Every run starts its kernel in notebooks/ (as nbval does), so relative paths behave the same both ways.
+Every notebook run starts its kernel in notebooks/ (as nbval does), so relative paths behave the same both ways.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+import config
 
 PROJECT_DIR = Path(__file__).resolve().parent
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
@@ -239,9 +242,39 @@ def run_sweep(notebook: Path, params: list[list[str]], sweep_dir: Path, data_dir
     return 1 if failed else 0
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--name VALUE` option per TrainConfig setting, defaulting to TrainConfig's own default."""
+    comments = config.setting_comments()
+    for name, default in config.TrainConfig().to_dict().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=parse_value, default=argparse.SUPPRESS,
+                            metavar="VALUE", help=f"{comments.get(name, '')} (default: {default!r})".lstrip().replace('%', '%%'))
+
+
+def config_from_arguments(args: argparse.Namespace):
+    """The TrainConfig of the settings given on the command line (others at their defaults)."""
+    given = {name: value for name, value in vars(args).items() if name in config.TrainConfig().to_dict()}
+    return config.TrainConfig().replace(**given)
+
+
 def _last_line(err: Exception) -> str:
     lines = str(err).strip().splitlines()
     return lines[-1] if lines else ""
+
+
+def run_training(data_dir: Path, out_dir: Path, settings) -> int:
+    """Train and evaluate as `settings` (a TrainConfig) say, into out_dir; 1 with one line per data problem."""
+    import evaluate
+    import loader
+    import train
+
+    try:
+        metrics = train.run(data_dir, out_dir, settings, verbose=2)
+    except loader.DataError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(evaluate.format_scores(metrics))
+    print(f"done: metrics.json, predictions/ and model.h5 are in {out_dir}/")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -257,9 +290,19 @@ def main(argv=None) -> int:
     sweep.add_argument("--name", default=None, help="sweep folder name (default: the swept parameter names)")
     sweep.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs" / "sweeps")
     sweep.add_argument("--data-dir", type=Path, default=None, help="default: the notebook's own data_dir")
+    training = commands.add_parser("train", help="train and evaluate a UNet on DATA_DIR (every setting: see below)")
+    training.add_argument("data_dir", type=Path)
+    training.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs" / "train")
+    add_config_arguments(training)
     args = parser.parse_args(argv)
     if args.command == "notebooks":
         return run_notebooks(args.data_dir.resolve(), args.out.resolve())
+    if args.command == "train":
+        try:
+            settings = config_from_arguments(args)
+        except (TypeError, ValueError) as err:
+            parser.error(str(err))
+        return run_training(args.data_dir, args.out, settings)
     if any(len(param) < 2 for param in args.param):
         parser.error("--param needs a name and at least one value")
     if not args.notebook.is_file():

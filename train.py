@@ -77,12 +77,13 @@ def build_model(data: loader.DataLoader, config: TrainConfig, strategy=None):
                             config.learning_rate, data.description.partial_labels, config.focal_weight, strategy)
 
 
-def train_model(data: loader.DataLoader, config: TrainConfig, output_dir, strategy=None):
-    """Seed everything, build and fit; returns (model with the best val-loss weights, fit report)."""
+def train_model(data: loader.DataLoader, config: TrainConfig, output_dir, strategy=None, verbose: int = 0):
+    """Seed everything, build and fit; returns (model with the best val-loss weights, fit report).
+    verbose: Keras' fit verbosity (2: a line per epoch)."""
     fit.seed_everything(config.seed)
     model = build_model(data, config, strategy)
     report = fit.fit_with_checkpoint(model, data, output_dir, config.epochs, config.patience, config.lr_patience,
-                                     config.passes_per_epoch)
+                                     config.passes_per_epoch, verbose)
     return model, report
 
 
@@ -136,11 +137,11 @@ def write_outputs(model, metrics: dict, predictions: dict, output_dir) -> Path:
     return evaluate.write_metrics(metrics, output_dir)
 
 
-def run(data_dir, output_dir, config: TrainConfig = TrainConfig()) -> dict:
+def run(data_dir, output_dir, config: TrainConfig = TrainConfig(), verbose: int = 0) -> dict:
     """Train and evaluate as configured; writes into output_dir and returns the metrics."""
     strategy = unet.make_strategy(config.strategy)  # first: logical CPUs must be set before TF starts its devices
     data = prepare_data(data_dir, config)
-    model, report = train_model(data, config, output_dir, strategy)
+    model, report = train_model(data, config, output_dir, strategy, verbose)
     metrics, predictions = test_metrics(model, data, config, report, choose_largest_structure(model, data, config))
     write_outputs(model, metrics, predictions, output_dir)
     return metrics

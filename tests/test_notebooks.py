@@ -1,0 +1,76 @@
+"""Notebooks as a user runs them: papermill with parameters only (no environment variables), checked outputs
+as committed, and no TensorFlow start-up noise in what a user reads."""
+import json
+import re
+
+import nbformat
+import pytest
+
+import run
+from config import TrainConfig
+
+NOISE = re.compile(r"cuInit|cuda|oneDNN|absl::|I0000|W0000|E0000|Could not find|TF-TRT|rebuild TensorFlow", re.I)
+MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def notebook(name):
+    return nbformat.read(run.NOTEBOOK_DIR / name, as_version=4)
+
+
+def parameters_of(nb) -> dict:
+    """The literals the `parameters` cell assigns."""
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(cell.source, {}, values)  # literals only, by the house rule (and test_parameters_cells_hold_literals)
+    return values
+
+
+def output_text(cell) -> str:
+    return "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
+
+
+def noise_in(nb) -> list[str]:
+    """Output lines of any cell that look like TensorFlow/CUDA start-up chatter."""
+    return [line for cell in nb.cells if cell.cell_type == "code" for line in output_text(cell).splitlines()
+            if NOISE.search(line)]
+
+
+def test_no_notebook_reads_the_environment_or_edits_sys_path():
+    for path in run.notebook_paths():
+        sources = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+        assert "os.environ" not in sources and "getenv" not in sources and "sys.path" not in sources, path.name
+
+
+def test_parameters_cells_hold_literals_and_at_most_twelve_settings():
+    for path in run.notebook_paths():
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        names = re.findall(r"^(\w+) = ", cell.source, flags=re.M)
+        assert 3 <= len(names) <= 12, (path.name, names)
+        assert {"data_dir", "output_dir", "seed"} <= set(names), path.name
+
+
+def test_training_notebook_defaults_are_trainconfig_defaults():
+    params = parameters_of(notebook("04_train_unet.ipynb"))
+    defaults = TrainConfig().to_dict()
+    shared = {name: value for name, value in params.items() if name in defaults}
+    assert len(shared) >= 9 and "epochs" in shared
+    assert {name: defaults[name] for name in shared} == {name: list(v) if isinstance(v, tuple) else v
+                                                         for name, v in shared.items()}
+
+
+@pytest.mark.slow
+def test_training_notebook_smoke_run_is_quiet_and_writes_metrics(example_data, tmp_path):
+    out = tmp_path / "04"
+    executed = tmp_path / "04_train_unet.ipynb"
+    run.execute_notebook(run.NOTEBOOK_DIR / "04_train_unet.ipynb", executed,
+                         {"data_dir": str(example_data), "output_dir": str(out), "epochs": 2})
+    nb = nbformat.read(executed, as_version=4)
+    assert not noise_in(nb), noise_in(nb)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["dice"]) == {"background", "disc", "vertebra"}
+    assert metrics["config"]["epochs"] == 2 and metrics["config"] == {**TrainConfig(epochs=2).to_dict(), "batch_size": 4}
+    assert metrics["training"]["epochs_run"] == 2
+    # the checked cells say what the committed notebook says (the split does not depend on epochs)
+    committed = [output_text(c) for c in notebook("04_train_unet.ipynb").cells if c.source.startswith(MARK)]
+    assert committed and committed == [output_text(c) for c in nb.cells if c.source.startswith(MARK)]
