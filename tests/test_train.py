@@ -1,0 +1,153 @@
+"""Short real training runs: the fit loop, the model on any size and channels, distribution, reproducibility."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fit
+import loader
+import model as unet
+import predict
+import train
+from config import TrainConfig
+from synthetic import write_dataset
+
+tf = unet.tf
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("tiny"), [str(i) for i in range(20)], shape=(32, 32))
+
+
+def test_fit_keeps_the_best_checkpoint_and_times_every_step(tiny_data, tmp_path):
+    fit.seed_everything(0)
+    data = loader.DataLoader(tiny_data, batch_size=2, seed=0, augment=True)
+    model = unet.build_model(data.n_channels, data.n_classes)
+    report = fit.fit_with_checkpoint(model, data, tmp_path, epochs=2, patience=5, lr_patience=5)
+    assert (tmp_path / "checkpoints" / "best.weights.index").is_file()
+    assert report["epochs_run"] == 2 and report["best_epoch"] in (1, 2)
+    assert len(report["step_seconds"]) == len(report["step_starts"]) == 2 * data.steps_per_epoch("train")
+    ready = report["batch_ready_times"]  # every step's batch came from the loader, in order
+    assert len(ready) >= len(report["step_starts"]) and ready == sorted(ready)
+    assert 0.0 <= fit.input_wait_share(report) < 1.0
+    reloaded = unet.load_model(unet.save_model(model, tmp_path))
+    image = data.get_image(data.splits["test"][0])[None]
+    np.testing.assert_allclose(reloaded.predict(image, verbose=0), model.predict(image, verbose=0), atol=1e-5)
+
+
+def test_input_wait_share_counts_only_batches_not_ready_when_their_step_began():
+    report = {"step_starts": [0.0, 10.0, 20.0, 30.0, 40.0], "step_seconds": [10.0] * 5,
+              "batch_ready_times": [5.0, 1.0, 19.0, 32.0, 40.5]}  # step 3 waits 2 s, step 4 0.5 s
+    assert fit.input_wait_share(report, warmup=2) == pytest.approx(2.5 / 30)
+    assert fit.input_wait_share({**report, "batch_ready_times": []}) == 0.0
+
+
+def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
+    import time
+
+    data = loader.DataLoader(tiny_data, batch_size=2, seed=0)
+    make_batch = data.batch_arrays
+
+    def slow_batch(*args, **kwargs):  # 0.5 s per batch: far more than a step on 32 x 32 images
+        time.sleep(0.5)
+        return make_batch(*args, **kwargs)
+
+    def waiting_share():
+        model = unet.build_model(data.n_channels, data.n_classes)
+        return fit.input_wait_share(fit.fit_with_checkpoint(model, data, tmp_path, epochs=2, patience=5, lr_patience=5))
+
+    prompt = waiting_share()
+    data.batch_arrays = slow_batch
+    slow = waiting_share()
+    assert slow > 0.2 and prompt < 0.1, (slow, prompt)
+
+
+def test_model_takes_any_size_channels_and_classes():
+    model = unet.build_model(n_channels=3, n_classes=5)
+    images = np.random.default_rng(0).random((2, 50, 70, 3), dtype=np.float32)
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.shape == (2, 50, 70, 5)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    targets = np.zeros((2, 40, 56, 5), np.float32)
+    targets[..., 0] = 1.0
+    targets[:, 30:] = 0.0  # padding rows: no target
+    assert np.all(np.isfinite(model.train_on_batch(np.zeros((2, 40, 56, 3), np.float32), targets)))
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import fit, loader, model
+    strategy = model.make_strategy("mirrored", cpu_devices=2)
+    assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+    data = loader.DataLoader({data!r}, batch_size=4, seed=0)
+    unet = model.build_model(data.n_channels, data.n_classes, strategy=strategy)
+    report = fit.fit_with_checkpoint(unet, data, {out!r}, epochs=2, patience=5, lr_patience=5)
+    losses = report["history"]["loss"]
+    assert all(loss == loss and loss > 0 for loss in losses) and losses[1] != losses[0], losses
+    print("replicas", strategy.num_replicas_in_sync, "losses", losses)
+""")
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(tiny_data, tmp_path):
+    # a fresh process: logical devices can only be configured before TensorFlow initialises its devices
+    script = MIRRORED_SCRIPT.format(data=str(tiny_data), out=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2 losses" in result.stdout
+
+
+def test_examples_set_aside_by_audit_flags_leave_train_only():
+    splits = {"train": ["1", "2", "3", "4"], "val": ["5", "6"], "test": ["7", "8"]}
+    kept = train.set_aside(splits, ["1", "4", "5", "9"])
+    assert kept == {"train": ["2", "3"], "val": ["5", "6"], "test": ["7", "8"], loader.SET_ASIDE: ["1", "4"]}
+    assert splits["train"] == ["1", "2", "3", "4"]  # the caller's splits are not changed
+    with pytest.raises(ValueError, match="flag codes must be a list"):
+        train.flagged_by_audit("unused", "empty_mask")
+
+
+def test_run_trains_evaluates_and_writes_everything_by_class_name(tiny_data, tmp_path):
+    config = TrainConfig(epochs=2, crop=None, passes_per_epoch=1)
+    metrics = train.run(tiny_data, tmp_path, config)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    classes = list(loader.DataLoader(tiny_data).labels)
+    assert list(written["dice"]) == classes and written["config"]["epochs"] == 2
+    assert written["dataset"]["classes"] == classes and written["mean_dice"] == pytest.approx(metrics["mean_dice"])
+    test_names = loader.DataLoader(tiny_data, split=train.make_splits(list(loader.pair_files(tiny_data)), config)).splits["test"]
+    saved = {path.stem for path in (tmp_path / "predictions").glob("*.npy")}
+    assert saved == set(test_names) and (tmp_path / "model.h5").is_file()
+    assert written["largest_structure"]["applied"] in (True, False)
+
+
+def test_two_runs_in_new_processes_give_identical_scores(tiny_data, tmp_path):
+    scores = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        result = subprocess.run([sys.executable, "-m", "run", "train", str(tiny_data), "--out", str(out),
+                                 "--epochs", "2", "--crop", "None", "--passes-per-epoch", "1"],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        scores.append((metrics["dice"], metrics["training"]["best_val_loss"]))
+    assert scores[0] == scores[1]
+
+
+def test_largest_structure_auto_is_decided_on_the_val_split(tiny_data):
+    data = loader.DataLoader(tiny_data, batch_size=2)
+
+    class Says:  # a stand-in model whose val predictions have one structure and a distant speck
+        def predict(self, images, batch_size=None, verbose=0):
+            probabilities = np.zeros((*images.shape[:3], data.n_classes), np.float32)
+            probabilities[..., 0] = 1
+            probabilities[:, :10, :10] = np.eye(data.n_classes)[1]
+            return probabilities
+
+    decided = train.choose_largest_structure(Says(), data, TrainConfig(largest_structure="auto"))
+    assert set(decided) >= {"applied", "reason", "val_mean_dice_with", "val_mean_dice_without"}
+    assert train.choose_largest_structure(Says(), data, TrainConfig(largest_structure="off")) == {
+        "applied": False, "reason": "largest_structure=off"}
+    labels = predict.predict_labels(Says(), data, data.splits["val"][:1])
+    assert list(labels.values())[0].shape == data.get_mask(data.splits["val"][0]).shape
