@@ -38,7 +38,7 @@ def test_environment_yml_installs_requirements_txt():
     deps = env["dependencies"]
     assert "python=3.11" in deps and "pip" in deps
     pip_block = next(d["pip"] for d in deps if isinstance(d, dict))
-    assert pip_block == ["-r requirements.txt"]  # versions live in one place only
+    assert pip_block == ["-r requirements.txt", "-e ."]  # versions live in one place only; the project editable
 
 
 def test_installed_versions_match_the_pins():
