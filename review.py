@@ -1,199 +1,955 @@
-"""Review image/mask alignment by eye (ipywidgets) and keep each verdict in a durable, append-only log.
+"""Review image/mask pairs by eye and by keyboard (ipywidgets + ipyevents); each verdict goes to a ReviewLog.
 
-`ReviewLog(path)` is the verdict log; `ReviewApp(data_dir, report, log_path).widget` is the UI of notebook 02.
+`ReviewApp(data_dir).widget` is the UI of notebook 02: one example at a time as image | overlay | labels (and
+the label-issues picture when given), zoomable; with the pointer over the image, keys judge and move (KEYS).
+It scales to thousands of pairs: names come from the file listing, pairs are read one at a time (a few
+neighbours cached, the next one pre-rendered), and the audit's flags come from a current report or from an
+audit running in a background thread, so the UI appears at once and fills the flags in when they arrive.
 """
 from __future__ import annotations
 
+import html
 import io
+import json
+import math
+import threading
+import time
 import traceback
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 import audit
 import figures
 import loader
-from verdicts import VERDICTS, ReviewLog  # noqa: F401  (review.ReviewLog is the public name)
+from verdicts import (  # review.ReviewLog is the public name too
+    UNREVIEWED,
+    VERDICTS,
+    ReviewLog,
+    default_reviewer,
+)
 
-FILTERS = ("all", "flagged", "unreviewed")
-# the same colours as every other figure of the project, as 8-bit RGB
-CLASS_COLOURS = tuple(tuple(int(round(255 * v)) for v in colour) for colour in figures.CLASS_COLOURS)
+# keys, with the pointer over the image (ipyevents hands them to us and keeps them from JupyterLab)
+KEYS = {"ArrowRight": "next", "j": "next", "ArrowLeft": "previous", "k": "previous",
+        "a": "aligned", "p": "problem", "u": "undo",
+        "+": "zoom in", "=": "zoom in", "-": "zoom out", "0": "fit", "o": "outline/fill"}
+ZOOMS = (1, 2, 4, 8)
+VERDICT_FILTERS = ("any", "unreviewed", "aligned", "problem")
+SORT_KEYS = ("name", "flags", "verdict", "rank")
+IGNORE_INDEX = 255          # label maps: pixels without a label (the loader's convention)
+MIN_PANEL_PX = 256          # panels are upscaled by a whole factor to at least this (the browser scales on, crisp)
+MAX_PANEL_PX = 512          # larger crops are sampled down to this: PNG size and encoding time stay bounded
+GAP_PX = 4                  # white gap between panels
+TABLE_ROWS = 50             # rows of the example table sent to the browser at once (a page around the current)
+DECODED_CACHE = 32          # decoded pairs kept (a few neighbours each way)
+RENDERED_CACHE = 24         # PNG strips kept, keyed by name and view settings
+STATUS_INTERVAL_S = 0.5     # the background audit's progress line is updated at most this often
+
+# class index k in figures' colour for k (0 is never painted), as 8-bit RGB; ignore: grey, hatched
+_PALETTE = np.round(255 * np.asarray(figures.CLASS_COLOURS)).astype(np.uint8)
+IGNORE_RGB = np.array([190, 190, 190], np.uint8)
+HATCH_RGB = np.array([110, 110, 110], np.uint8)
 
 
-# ---------------------------------------------------------------- plain logic behind the widgets
+def class_rgb(index: int) -> np.ndarray:
+    """8-bit RGB of class index `index` (IGNORE_INDEX: grey), the colour every figure of the project uses."""
+    if index == IGNORE_INDEX:
+        return IGNORE_RGB
+    return _PALETTE[0] if index == 0 else _PALETTE[1 + (index - 1) % (len(_PALETTE) - 1)]
 
 
-def progress_text(names, verdicts) -> str:
-    """'reviewed 12 / 20' counting only names of this dataset."""
-    return f"reviewed {sum(name in verdicts for name in names)} / {len(names)}"
+# ---------------------------------------------------------------- drawing (plain functions)
 
 
-def filter_names(names, report, verdicts, mode: str) -> list[str]:
-    """The names to step through: all, only flagged (by the audit) or only unreviewed (no verdict yet)."""
-    if mode not in FILTERS:
-        raise ValueError(f"filter must be one of {FILTERS}, got {mode!r}")
-    if mode == "flagged":
-        marked = set(audit.flagged(report))
-        return [name for name in names if name in marked]
-    if mode == "unreviewed":
-        return [name for name in names if name not in verdicts]
-    return list(names)
+@dataclass(frozen=True)
+class View:
+    """How the current example is drawn; hashable, so rendered strips are cached per view."""
+
+    zoom: int = 1
+    centre: tuple[float, float] | None = None  # (row, col) in image pixels the zoom is around; None: the middle
+    outline: bool = False                       # overlay: outlines of the labels instead of a tinted fill
+    opacity: float = 0.4                        # fill opacity in the overlay panel
+    classes: tuple[int, ...] = (1, 2)           # class indices drawn (0 is background and never painted)
 
 
-def render_views(image, mask, opacity=0.4, classes=(1, 2), mode="fill") -> np.ndarray:
-    """One RGB uint8 strip: image | overlay | mask, each the size of the image (drawn by figures.overlay_rgb)."""
-    if mode not in ("fill", "contour"):
-        raise ValueError(f"mode must be 'fill' or 'contour', got {mode!r}")
-    gray = loader.image_to_float(image)
-    contour = mode == "contour"
-    views = [np.repeat(gray[..., None], 3, axis=2),
-             figures.overlay_rgb(gray, mask, opacity, classes, contour),
-             figures.overlay_rgb(np.zeros_like(gray), mask, 1.0, classes, contour)]  # the labels alone
-    return np.round(np.concatenate(views, axis=1) * 255).astype(np.uint8)
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """An image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8 or float in [0, 1], as RGB uint8 (H, W, 3)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        image = image[..., 0] if image.shape[2] == 1 else image[..., :3]
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image of shape {image.shape}: expected (H, W) or (H, W, C)")
+    if image.dtype != np.uint8:
+        image = np.round(np.clip(image.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else np.ascontiguousarray(image)
+
+
+def crop_box(shape, zoom: int, centre=None) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the part of an image of `shape` seen at `zoom` around `centre` (kept inside)."""
+    height, width = shape[:2]
+    crop_h, crop_w = max(1, math.ceil(height / zoom)), max(1, math.ceil(width / zoom))
+    row, col = centre if centre is not None else (height / 2, width / 2)
+    top = int(np.clip(round(row - crop_h / 2), 0, height - crop_h))
+    left = int(np.clip(round(col - crop_w / 2), 0, width - crop_w))
+    return top, left, crop_h, crop_w
+
+
+def panel_size(crop_h: int, crop_w: int) -> tuple[int, int]:
+    """Output size of one panel: the crop upscaled by a whole factor to >= MIN_PANEL_PX, or sampled down to MAX."""
+    side = max(crop_h, crop_w)
+    scale = math.ceil(MIN_PANEL_PX / side) if side < MIN_PANEL_PX else min(1.0, MAX_PANEL_PX / side)
+    return max(1, round(crop_h * scale)), max(1, round(crop_w * scale))
+
+
+def _label_boundary(labels: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour of another label: a one-pixel line on the inside of each label's edge."""
+    edge = np.zeros(labels.shape, bool)
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    return edge
+
+
+def _hatch(shape) -> np.ndarray:
+    """Diagonal stripes (True on the dark stripes), the mark of ignore pixels."""
+    rows, cols = np.indices(shape[:2])
+    return ((rows + cols) // 3) % 2 == 0
+
+
+def colour_tables(view: View) -> tuple[np.ndarray, np.ndarray]:
+    """(colour (256, 3) uint8, shown (256,) bool) by label value: which labels are painted, in what colour."""
+    colours = np.zeros((256, 3), np.uint8)
+    shown = np.zeros(256, bool)
+    for index in view.classes:
+        if 0 < index < IGNORE_INDEX:
+            colours[index], shown[index] = class_rgb(index), True
+    colours[IGNORE_INDEX], shown[IGNORE_INDEX] = IGNORE_RGB, True
+    return colours, shown
+
+
+def render_strip(image: np.ndarray, mask: np.ndarray, view: View = View(), extra: np.ndarray | None = None):
+    """One RGB uint8 strip: image | overlay | labels [| extra], each the zoomed crop at display size.
+
+    image: (H, W[, C]) uint8 or float; mask: (H, W) class indices, IGNORE_INDEX drawn hatched grey;
+    extra: an RGB picture of the same (H, W) (the label-issues panel) or None.
+    """
+    rgb = display_rgb(image)
+    top, left, crop_h, crop_w = crop_box(mask.shape, view.zoom, view.centre)
+    out_h, out_w = panel_size(crop_h, crop_w)
+    rows = top + (np.arange(out_h) * crop_h) // out_h  # nearest neighbour: every pixel stays a crisp block
+    cols = left + (np.arange(out_w) * crop_w) // out_w
+    picture = rgb[rows[:, None], cols]
+    labels = np.asarray(mask)[rows[:, None], cols]
+    colours, shown = colour_tables(view)
+    painted = shown[labels]
+    ignore = labels == IGNORE_INDEX
+    hatch = _hatch(labels.shape)
+
+    overlay = picture.copy()
+    if view.outline:
+        line = painted & _label_boundary(labels)
+        overlay[line] = colours[labels[line]]
+    else:
+        alpha = np.float32(view.opacity)
+        mixed = (1 - alpha) * picture[painted] + alpha * colours[labels[painted]].astype(np.float32)
+        overlay[painted] = np.round(mixed).astype(np.uint8)
+    overlay[ignore & hatch] = HATCH_RGB
+
+    label_panel = colours[np.where(painted, labels, 0)]
+    label_panel[ignore & hatch] = HATCH_RGB
+
+    panels = [picture, overlay, label_panel]
+    if extra is not None:
+        panels.append(display_rgb(extra)[rows[:, None], cols])
+    gap = np.full((out_h, GAP_PX, 3), 255, np.uint8)
+    return np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1)
+
+
+def image_point(x: float, y: float, shape, view: View) -> tuple[float, float]:
+    """The image pixel (row, col) under strip pixel (x, y), whichever panel it is in."""
+    top, left, crop_h, crop_w = crop_box(shape, view.zoom, view.centre)
+    out_h, out_w = panel_size(crop_h, crop_w)
+    x_in_panel = min(x % (out_w + GAP_PX), out_w - 1)
+    return top + (y + 0.5) * crop_h / out_h, left + (x_in_panel + 0.5) * crop_w / out_w
+
+
+def zoomed(view: View, shape, zoom: int, point=None) -> View:
+    """The view at `zoom` keeping `point` (row, col) where it is on screen (default: the current centre)."""
+    zoom = int(np.clip(zoom, ZOOMS[0], ZOOMS[-1]))
+    if zoom == 1:
+        return replace(view, zoom=1, centre=None)
+    top, left, crop_h, crop_w = crop_box(shape, view.zoom, view.centre)
+    if point is None:
+        return replace(view, zoom=zoom, centre=(top + crop_h / 2, left + crop_w / 2))
+    row, col = point
+    new_h, new_w = shape[0] / zoom, shape[1] / zoom
+    centre = (row - (row - top) / crop_h * new_h + new_h / 2, col - (col - left) / crop_w * new_w + new_w / 2)
+    return replace(view, zoom=zoom, centre=centre)
+
+
+def panned(view: View, shape, d_row: float, d_col: float) -> View:
+    """The view moved by (d_row, d_col) image pixels, kept inside the image."""
+    if view.zoom == 1:
+        return view
+    top, left, crop_h, crop_w = crop_box(shape, view.zoom, view.centre)
+    row = float(np.clip(top + crop_h / 2 + d_row, crop_h / 2, shape[0] - crop_h / 2))
+    col = float(np.clip(left + crop_w / 2 + d_col, crop_w / 2, shape[1] - crop_w / 2))
+    return replace(view, centre=(row, col))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    """Encode an RGB uint8 array as PNG."""
+    """Encode an RGB uint8 array as PNG (fast zlib level: these are shown once, not stored)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
-def describe(entry: dict | None, verdict: dict | None) -> str:
-    """HTML listing the audit's flags and main measures for one example, and its verdict so far."""
+def placeholder_strip(message: str, n_panels: int = 3) -> np.ndarray:
+    """A grey strip standing in for a pair that cannot be read (the reason is shown beside it)."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (n_panels * (MIN_PANEL_PX + GAP_PX) - GAP_PX, MIN_PANEL_PX), (200, 200, 200))
+    ImageDraw.Draw(picture).text((10, 10), message[:120], fill=(120, 0, 0))
+    return np.asarray(picture)
+
+
+# ---------------------------------------------------------------- the list of examples (plain functions)
+
+
+def flag_codes(flags) -> list[str]:
+    """The codes of a list of flags ("misaligned:flip_lr" -> "misaligned"), without repeats, in order."""
+    return list(dict.fromkeys(flag.split(":")[0] for flag in flags))
+
+
+def progress_text(names, verdicts) -> str:
+    """'reviewed 12 / 20' counting only names of this dataset (verdicts: a mapping name -> verdict)."""
+    return f"reviewed {sum(name in verdicts for name in names)} / {len(names)}"
+
+
+def select_names(names, flags, verdicts, flag: str = "any", verdict: str = "any", ranks=None,
+                 max_rank: int = 0) -> list[str]:
+    """The names passing the filters, in the given order.
+
+    flags: {name: [flags]} or None (no audit yet: flag filters pass everything); flag: "any", "flagged",
+    "not flagged" or a flag code; verdicts: {name: anything with a "verdict"}; verdict: one of VERDICT_FILTERS;
+    ranks: {name: label-problem rank}; max_rank > 0 keeps ranks 1..max_rank.
+    """
+    if verdict not in VERDICT_FILTERS:
+        raise ValueError(f"verdict filter must be one of {VERDICT_FILTERS}, got {verdict!r}")
+
+    def passes(name):
+        if flags is not None and flag != "any":
+            codes = flag_codes(flags.get(name, ()))
+            if not (bool(codes) if flag == "flagged" else not codes if flag == "not flagged" else flag in codes):
+                return False
+        if verdict != "any":
+            given = verdicts.get(name)
+            if (given is None) != (verdict == "unreviewed") or (given is not None and given["verdict"] != verdict):
+                return False
+        return not max_rank or (ranks or {}).get(name, math.inf) <= max_rank
+
+    return [name for name in names if passes(name)]
+
+
+def sort_names(names, by: str, flags, verdicts, ranks=None, descending: bool = False, natural=None) -> list[str]:
+    """`names` sorted by "name" (natural order), "flags" (most first), "verdict" (unreviewed, problem, aligned)
+    or "rank" (1 first, unranked last); ties keep natural order. natural: {name: position} (default: given)."""
+    if by not in SORT_KEYS:
+        raise ValueError(f"sort key must be one of {SORT_KEYS}, got {by!r}")
+    natural = natural or {name: i for i, name in enumerate(names)}
+    verdict_order = {None: 0, "problem": 1, "aligned": 2}
+    keys = {
+        "name": lambda name: natural[name],
+        "flags": lambda name: (-len((flags or {}).get(name, ())), natural[name]),
+        "verdict": lambda name: (verdict_order[(verdicts.get(name) or {}).get("verdict")], natural[name]),
+        "rank": lambda name: ((ranks or {}).get(name, math.inf), natural[name]),
+    }
+    return sorted(names, key=keys[by], reverse=descending)
+
+
+def find_name(text: str, names) -> str | None:
+    """The name typed: exact, else the one name equal ignoring case, else the one name containing the text."""
+    text = text.strip()
+    if not text:
+        return None
+    if text in names:
+        return text
+    for rule in (lambda name: name.lower() == text.lower(), lambda name: text.lower() in name.lower()):
+        found = [name for name in names if rule(name)]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def table_row(name: str, flags, verdict: dict | None, rank, with_rank: bool, width: int = 16) -> str:
+    """One fixed-width row of the example table: name, verdict, [rank,] flags."""
+    row = f"{name[:width]:<{width}} {(verdict or {}).get('verdict', '-'):<9}"
+    if with_rank:
+        row += f" {rank if rank is not None else '-':>5}"
+    flags_text = "…" if flags is None else ", ".join(flags) or "-"
+    return f"{row} {flags_text}"[:120]
+
+
+def table_header(with_rank: bool, width: int = 16) -> str:
+    """The column titles matching `table_row`."""
+    return f"{'name':<{width}} {'verdict':<9}" + (f" {'rank':>5}" if with_rank else "") + " flags"
+
+
+def describe(entry: dict | None, verdict: dict | None, issue: dict | None = None) -> str:
+    """HTML listing the audit's flags and main measures for one example, its label issue and its verdict."""
+    rows = []
     if entry is None:
-        return "<i>not in the audit report</i>"
-    flags = ", ".join(entry["flags"]) or "none"
-    rows = [f"<b>flags:</b> {flags}"]
-    rows += [f"{label}: {c['components']} component(s), {c['pixels']} px" for label, c in entry["classes"].items()]
-    if entry.get("order"):
-        rows.append(f"column (top to bottom): {entry['order']['sequence'] or '-'}")
-    if entry.get("alignment"):
-        a = entry["alignment"]
-        rows.append(f"edge fit {a['score']:.3f}; best alternative {a['best_alternative']} {a['alternative_score']:.3f}"
-                    f" (margin {a['margin']})")
-    rows.append(f"<b>verdict:</b> {verdict['verdict']} {_escape(verdict['note'])}" if verdict else "<b>verdict:</b> -")
+        rows.append("<i>audit: not yet available</i>")
+    else:
+        rows.append(f"<b>flags:</b> {html.escape(', '.join(entry['flags']) or 'none')}")
+        rows += [f"{html.escape(label)}: {c['components']} component(s), {c['pixels']} px"
+                 for label, c in entry.get("classes", {}).items()]
+        if entry.get("order"):
+            rows.append(f"column (top to bottom): {html.escape(entry['order']['sequence'] or '-')}")
+        if entry.get("alignment"):
+            a = entry["alignment"]
+            rows.append(f"edge fit {a['score']:.3f}; best alternative {html.escape(str(a['best_alternative']))} "
+                        f"{a['alternative_score']:.3f} (margin {a['margin']})")
+    if issue:
+        rows.append(f"<b>label issue:</b> rank {issue.get('rank')}, score {issue.get('score', float('nan')):.3f}"
+                    f" {html.escape(str(issue.get('kind', '')))}")
+    if verdict:
+        by = f" by {html.escape(verdict['reviewer'])}" if verdict.get("reviewer") else ""
+        rows.append(f"<b>verdict:</b> {verdict['verdict']} {html.escape(verdict.get('note', ''))}"
+                    f" <small>({html.escape(verdict.get('time', ''))}{by})</small>")
+    else:
+        rows.append("<b>verdict:</b> -")
     return "<br>".join(rows)
 
 
-def _escape(text: str) -> str:
-    import html
+def read_label_issues(path) -> dict[str, dict]:
+    """{name: entry} of a label_issues.json (docs/architecture.md), each `picture` made an absolute path."""
+    path = Path(path)
+    found = {}
+    for entry in json.loads(path.read_text())["examples"]:
+        entry = dict(entry)
+        if entry.get("picture"):
+            entry["picture"] = str((path.parent / entry["picture"]).resolve())
+        found[str(entry["name"])] = entry
+    return found
 
-    return html.escape(text)
+
+def default_log_path(data_dir) -> Path:
+    """<data_dir>.verdicts.jsonl beside the data: verdicts are a person's work, not disposable output."""
+    data_dir = Path(data_dir)
+    return data_dir.parent / f"{data_dir.name}.verdicts.jsonl"
+
+
+def current_audit_report(paths, data_dir) -> tuple[dict | None, Path | None]:
+    """(report, its path) for the first of `paths` holding an audit report current for the data, else (None, None).
+
+    TODO(integration): until audit.current_report lands no report counts as current; then call it directly.
+    """
+    current_report = getattr(audit, "current_report", None)
+    if current_report is None:
+        return None, None
+    for path in paths:
+        if Path(path).is_file():
+            report = current_report(path, data_dir)
+            if report is not None:
+                return report, Path(path)
+    return None, None
+
+
+class LRU:
+    """A small thread-safe least-recently-used mapping."""
+
+    def __init__(self, size: int):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key):
+        with self._lock:
+            return key in self._items
+
+    def __len__(self):
+        with self._lock:
+            return len(self._items)
 
 
 # ---------------------------------------------------------------- the widget
 
+CSS = """<style>
+.review-image { image-rendering: pixelated; cursor: crosshair; }
+.review-image.ipyevents-watched { outline: 2px solid #1976d2; }
+.review-table select { font-family: monospace; font-size: 12px; }
+.review-table-header { font-family: monospace; font-size: 12px; white-space: pre; }
+.review-panel-titles > .widget-html-content { display: grid; width: 100%; text-align: center; font-weight: bold; }
+.review-swatch { display: inline-block; width: 12px; height: 12px; margin: 0 3px 0 10px; vertical-align: -1px;
+                 border: 1px solid #555; }
+</style>"""
+
 
 class ReviewApp:
-    """The review UI: browse examples, see image | overlay | mask and the audit's findings, record verdicts.
+    """The review UI: browse examples (keys, slider, table, jump box), see image | overlay | labels zoomed,
+    read the audit's findings, record verdicts (`a`/`p`, undo `u`) in a durable ReviewLog.
 
-    Callback errors are shown in a red box above the UI and kept in `errors`; `raise_errors=True`
-    (tests) re-raises them instead, so nothing disappears into a widget's output area.
+    data_dir: the dataset; report: an audit report (dict) or None: the first current report among
+    `audit_paths` is used, else the audit runs in a background thread (its report written to audit_paths[0])
+    and the flags are filled in when it finishes (run_audit=False: no flags). log_path: the verdict log
+    (default beside the data); reviewer: written with each verdict (default: the OS user); label_issues:
+    optional label_issues.json (a rank column, sorting/filtering by it, its picture as a fourth panel).
+    Callback errors are shown in a red box above the UI (cleared by the next action that succeeds) and kept
+    in `errors`; `raise_errors=True` (tests) re-raises them instead.
     """
 
-    def __init__(self, data_dir, report, log_path, raise_errors: bool = False):
-        import ipywidgets as w
-
-        self.data = loader.DataLoader(data_dir, batch_size=1, labels=report["labels"], progress=False)
-        self.report = report
-        self.entries = {entry["name"]: entry for entry in report["examples"]}
-        self.log = ReviewLog(log_path)
-        self.verdicts = self.log.verdicts()
+    def __init__(self, data_dir, report: dict | None = None, log_path=None, *, reviewer: str | None = None,
+                 label_issues=None, audit_paths=(), run_audit: bool = True, raise_errors: bool = False):
+        self.data_dir = Path(data_dir)
+        self.data = loader.DataLoader(self.data_dir, batch_size=1, cache=False, progress=False)
+        self.names = list(self.data.names)
+        self.natural = {name: i for i, name in enumerate(self.names)}
+        self.log = ReviewLog(log_path if log_path else default_log_path(self.data_dir))
+        self.reviewer = reviewer or default_reviewer()
+        self.verdicts = self.log.latest()  # name -> its latest line; kept in step with every record/undo
+        self.issues = read_label_issues(label_issues) if label_issues else {}
+        self.ranks = {name: entry["rank"] for name, entry in self.issues.items() if entry.get("rank") is not None}
         self.raise_errors = raise_errors
         self.errors: list[str] = []
-        self.names = filter_names(self.data.names, report, self.verdicts, "all")
-        self.current = self.names[0]
+        self.audit_paths = [Path(path) for path in audit_paths]
+        self.report, self.entries, self.flags = None, {}, None
+        self.audit_source = "none"
+        self.view_settings = View(classes=tuple(range(1, len(self.data.labels))))
+        self._lock = threading.RLock()  # callbacks (kernel thread) and the background audit's result
+        self._syncing = False  # set while the app itself moves widgets, so their observers stay quiet
+        self._decoded, self._rendered = LRU(DECODED_CACHE), LRU(RENDERED_CACHE)
+        self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="review-prefetch")
+        self._wanted: set = set()
+        self._drag_start = None
+        self._audit_thread = None
+        self._started = False  # True once the first example is shown
+        self._build_widgets()
+        self.order = sort_names(self.names, "name", None, self.verdicts, natural=self.natural)
+        self.position = {name: i for i, name in enumerate(self.order)}
+        self.current = next((name for name in self.order if name not in self.verdicts), self.order[0])
 
-        self.error_box = w.HTML("")
+        if report is None:
+            report, found_at = current_audit_report(self.audit_paths, self.data_dir)
+            if report is not None:
+                self.audit_source = f"reused {found_at}"
+        else:
+            self.audit_source = "given"
+        if report is not None:
+            self.use_report(report)
+        elif run_audit:
+            self.start_audit()
+        else:
+            self.audit_status.value = "audit: none (no flags)"
+        with self._lock:
+            self.show(self.current)
+            self._update_progress()
+            self._started = True
+
+    # -- building the widgets
+
+    def _build_widgets(self):
+        """Create every widget and wire it to the actions (each wrapped by _guard)."""
+        import ipywidgets as w
+        from ipyevents import Event
+
+        labels = self.data.labels
+        self.error_box = w.HTML("").add_class("review-error")
+        self.notice = w.HTML("").add_class("review-notice")
         self.title = w.HTML().add_class("review-title")
-        self.slider = w.IntSlider(0, 0, len(self.names) - 1, description="example").add_class("review-slider")
-        self.prev_button, self.next_button = w.Button(description="previous"), w.Button(description="next")
-        self.filter = w.ToggleButtons(options=FILTERS, value="all", description="show")
-        self.opacity = w.FloatSlider(0.4, min=0, max=1, step=0.05, description="opacity")
-        self.mode = w.ToggleButtons(options=("fill", "contour"), value="fill", description="mode")
-        labels = report["labels"]
-        self.class_boxes = {v: w.Checkbox(True, description=labels[v], indent=False) for v in range(1, len(labels))}
-        self.view = w.Image(format="png")
-        self.info = w.HTML().add_class("review-info")
-        self.note = w.Textarea(placeholder="note (optional)", layout=w.Layout(width="300px"))
-        self.verdict_buttons = {v: w.Button(description=v, button_style="success" if v == "aligned" else "danger")
-                                .add_class(f"verdict-{v}") for v in VERDICTS}
-        self.progress = w.Label().add_class("review-progress")
+        self.progress = w.HTML().add_class("review-progress")
+        self.audit_status = w.HTML().add_class("review-audit")
+        self.prev_button = w.Button(description="◀ previous", layout=w.Layout(width="100px"))
+        self.next_button = w.Button(description="next ▶", layout=w.Layout(width="100px"))
+        self.slider = w.IntSlider(0, 0, max(0, len(self.names) - 1), readout=False, description="example",
+                                  continuous_update=False, layout=w.Layout(width="340px")).add_class("review-slider")
+        self.position_label = w.HTML().add_class("review-position")
+        self.jump = w.Text(placeholder="jump to a name ⏎", continuous_update=False,
+                           layout=w.Layout(width="180px")).add_class("review-jump")
+        self.auto_advance = w.Checkbox(True, description="after a verdict, show the next unreviewed", indent=False,
+                                       layout=w.Layout(width="300px"))
+        self.panel_titles = w.HTML().add_class("review-panel-titles")
+        self.image = w.Image(format="png", layout=w.Layout(width="100%", height="auto")).add_class("review-image")
+        # keys and clicks as they happen; the wheel (many events per turn) throttled
+        self.key_events = Event(source=self.image, watched_events=["keydown", "mousedown", "mouseup", "dblclick"],
+                                prevent_default_action=True, ignore_modifier_key_events=True)
+        self.wheel_events = Event(source=self.image, watched_events=["wheel"], prevent_default_action=True,
+                                  throttle_or_debounce="throttle", wait=120)
+        self.legend = w.HTML(self._legend_html(labels)).add_class("review-legend")
+        self.key_legend = w.HTML(
+            "<b>keys</b> (pointer over the image): <kbd>→</kbd>/<kbd>j</kbd> next · <kbd>←</kbd>/<kbd>k</kbd> "
+            "previous · <kbd>a</kbd> aligned · <kbd>p</kbd> problem · <kbd>u</kbd> undo · <kbd>+</kbd>/<kbd>-</kbd>"
+            " zoom · <kbd>0</kbd> fit · <kbd>o</kbd> outline/fill · wheel: zoom at the pointer · drag: pan · "
+            "double-click: zoom in there").add_class("review-keys")
+        self.verdict_buttons = {v: w.Button(description=f"{v} ({v[0]})", button_style="success" if v == "aligned"
+                                            else "danger").add_class(f"verdict-{v}") for v in VERDICTS}
+        self.undo_button = w.Button(description="undo (u)").add_class("verdict-undo")
+        self.note = w.Textarea(placeholder="note for the next verdict (optional)", rows=1,
+                               layout=w.Layout(width="320px"))
+        self.export_button = w.Button(description="export CSV", icon="download")
+        self.zoom = w.ToggleButtons(options=[(f"{z}x", z) for z in ZOOMS], value=1, description="zoom",
+                                    style={"button_width": "44px"})
+        self.outline = w.ToggleButtons(options=[("fill", False), ("outline", True)], value=False,
+                                       style={"button_width": "64px"})
+        self.opacity = w.FloatSlider(0.4, min=0, max=1, step=0.05, description="opacity",
+                                     layout=w.Layout(width="260px"))
+        self.class_boxes = {k: w.Checkbox(k in self.view_settings.classes, description=labels[k], indent=False,
+                                          layout=w.Layout(width="auto")) for k in range(1, len(labels))}
+        self.flag_filter = w.Dropdown(options=[("any", "any")], value="any", description="flags",
+                                      disabled=True, layout=w.Layout(width="230px"))
+        self.verdict_filter = w.Dropdown(options=VERDICT_FILTERS, value="any", description="verdict",
+                                         layout=w.Layout(width="200px"))
+        self.rank_filter = w.BoundedIntText(0, min=0, max=max(1, len(self.names)), description="rank ≤",
+                                            layout=w.Layout(width="150px", display="" if self.ranks else "none"))
+        self.sort_by = w.Dropdown(options=[key for key in SORT_KEYS if key != "rank" or self.ranks], value="name",
+                                  description="sort by", layout=w.Layout(width="200px"))
+        self.descending = w.Checkbox(False, description="descending", indent=False, layout=w.Layout(width="110px"))
+        self.table_header = w.HTML().add_class("review-table-header")
+        self.table = w.Select(options=[], rows=14, layout=w.Layout(width="620px")).add_class("review-table")
+        self.table_position = w.HTML()
+        self.info = w.HTML(layout=w.Layout(width="420px", margin="0 0 0 16px")).add_class("review-info")
 
-        self.slider.observe(self._guard(lambda change: self.show_index(change["new"])), names="value")
-        self.prev_button.on_click(self._guard(lambda _: self.step(-1)))
-        self.next_button.on_click(self._guard(lambda _: self.step(1)))
-        self.filter.observe(self._guard(lambda change: self.apply_filter(change["new"])), names="value")
-        for control in (self.opacity, self.mode, *self.class_boxes.values()):
-            control.observe(self._guard(lambda _: self.refresh()), names="value")
+        guard = self._guard
+        self.key_events.on_dom_event(guard(self.handle_event))
+        self.wheel_events.on_dom_event(guard(self.handle_event))
+        self.prev_button.on_click(guard(lambda _: self.step(-1)))
+        self.next_button.on_click(guard(lambda _: self.step(1)))
+        self.slider.observe(guard(self._on_slider), names="value")
+        self.table.observe(guard(self._on_table), names="value")
+        self.jump.observe(guard(lambda change: self.jump_to(change["new"])), names="value")
         for verdict, button in self.verdict_buttons.items():
-            button.on_click(self._guard(lambda _, v=verdict: self.record(v)))
+            button.on_click(guard(lambda _, v=verdict: self.record(v)))
+        self.undo_button.on_click(guard(lambda _: self.undo()))
+        self.export_button.on_click(guard(lambda _: self.export_csv()))
+        for control in (self.zoom, self.outline, self.opacity, *self.class_boxes.values()):
+            control.observe(guard(self._on_view_control), names="value")
+        for control in (self.flag_filter, self.verdict_filter, self.rank_filter, self.sort_by, self.descending):
+            control.observe(guard(self._on_filter_control), names="value")
+
+        row = w.HBox
         self.widget = w.VBox([
-            self.error_box, self.title,
-            w.HBox([self.prev_button, self.slider, self.next_button, self.filter]),
-            w.HBox([self.opacity, self.mode, *self.class_boxes.values()]),
-            w.HBox([self.view, self.info]),
-            w.HBox([*self.verdict_buttons.values(), self.note, self.progress]),
-        ])
-        self.refresh()
+            w.HTML(CSS), self.error_box,
+            row([self.title, self.progress, self.audit_status], layout=w.Layout(justify_content="space-between")),
+            row([self.prev_button, self.slider, self.next_button, self.position_label, self.jump, self.auto_advance],
+                layout=w.Layout(flex_flow="row wrap", align_items="center")),
+            self.panel_titles, self.image, self.legend, self.key_legend,
+            row([*self.verdict_buttons.values(), self.undo_button, self.note, self.export_button],
+                layout=w.Layout(flex_flow="row wrap", align_items="center")),
+            self.notice,
+            row([self.zoom, self.outline, self.opacity, *self.class_boxes.values()],
+                layout=w.Layout(flex_flow="row wrap", align_items="center")),
+            row([w.VBox([row([self.flag_filter, self.verdict_filter, self.rank_filter],
+                             layout=w.Layout(flex_flow="row wrap")),
+                         row([self.sort_by, self.descending]), self.table_header, self.table, self.table_position]),
+                 self.info], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
+        ], layout=w.Layout(width="100%"))
+
+    def _legend_html(self, labels) -> str:
+        """Class colours as swatches, and the ignore hatch."""
+        swatch = "<span class='review-swatch' style='background:{}'></span>{}"
+        items = [swatch.format("#{:02x}{:02x}{:02x}".format(*class_rgb(k)), html.escape(labels[k]))
+                 for k in range(1, len(labels))]
+        items.append(swatch.format("repeating-linear-gradient(45deg,#6e6e6e 0 3px,#bebebe 3px 6px)", "ignore"))
+        return "<b>classes</b>" + "".join(items)
 
     def _guard(self, callback):
-        """Wrap a callback so an exception is shown prominently and kept (or re-raised in tests)."""
+        """Wrap a callback: one at a time (the audit thread may finish meanwhile); an exception is shown in the
+        red box and kept (or re-raised in tests); a callback that succeeds clears the box."""
 
         def guarded(*args):
-            try:
-                callback(*args)
-            except Exception:
-                text = traceback.format_exc()
-                self.errors.append(text)
-                self.error_box.value = (f"<pre style='color:white;background:#b00020;padding:6px'>"
-                                        f"review callback failed:\n{_escape(text)}</pre>")
-                if self.raise_errors:
-                    raise
+            with self._lock:
+                try:
+                    callback(*args)
+                except Exception:
+                    self._show_error("review callback failed", traceback.format_exc())
+                    if self.raise_errors:
+                        raise
+                else:
+                    if self.error_box.value:
+                        self.error_box.value = ""
 
         return guarded
 
-    # -- actions (plain methods: tests call them directly)
+    def _show_error(self, what: str, text: str):
+        """Keep an error and show it in the red box."""
+        self.errors.append(text)
+        self.error_box.value = (f"<pre style='color:white;background:#b00020;padding:6px;white-space:pre-wrap'>"
+                                f"{html.escape(what)}:\n{html.escape(text)}</pre>")
 
-    def show_index(self, index: int):
-        """Show the example at position `index` of the current list."""
-        self.current = self.names[index]
-        self.refresh()
+    def _say(self, text: str = ""):
+        """A short message under the verdict buttons (not an error: e.g. an unknown name typed)."""
+        self.notice.value = f"<span style='color:#8a4b00'>{html.escape(text)}</span>" if text else ""
+
+    # -- reading and drawing the current example
+
+    def _pair(self, name: str):
+        """(image RGB uint8, mask, extra picture or None) of `name`, decoded once while it stays in the cache."""
+        pair = self._decoded.get(name)
+        if pair is None:
+            image, mask = self.data.raw_pair(name)
+            extra = self._issue_picture(name, mask.shape) if self.issues else None
+            pair = (display_rgb(image), np.asarray(mask, np.uint8), extra)
+            self._decoded.put(name, pair)
+        return pair
+
+    def _issue_picture(self, name: str, shape) -> np.ndarray:
+        """The label-issues picture of `name` at the image's size (black when there is none)."""
+        from PIL import Image
+
+        picture = self.issues.get(name, {}).get("picture")
+        if not picture or not Path(picture).is_file():
+            return np.zeros((*shape[:2], 3), np.uint8)
+        with Image.open(picture) as img:
+            return np.asarray(img.convert("RGB").resize((shape[1], shape[0]), Image.NEAREST))
+
+    def _shape(self) -> tuple[int, int]:
+        """(H, W) of the current example."""
+        return self._pair(self.current)[1].shape
+
+    def _png(self, name: str, view: View) -> bytes:
+        """The PNG strip of `name` drawn with `view`, from the cache or rendered now."""
+        key = (name, view)
+        png = self._rendered.get(key)
+        if png is None:
+            try:
+                image, mask, extra = self._pair(name)
+                png = png_bytes(render_strip(image, mask, view, extra))
+            except loader.DataError as err:  # a broken pair is shown as such, so the review can go on past it
+                png = png_bytes(placeholder_strip(f"cannot read {name}: {err}", 4 if self.issues else 3))
+            self._rendered.put(key, png)
+        return png
+
+    def _prefetch(self, names):
+        """Render `names` with the current view in the background thread (the next step finds them cached)."""
+        view = self.view_settings
+        self._wanted = {(name, view) for name in names}
+        for name in names:
+            if (name, view) not in self._rendered:
+                self._prefetcher.submit(self._render_if_wanted, name, view)
+
+    def _render_if_wanted(self, name, view):
+        """Prefetch task: skipped when the reviewer has moved on since it was queued."""
+        if (name, view) in self._wanted and (name, view) not in self._rendered:
+            try:
+                self._png(name, view)
+            except Exception:  # shown when the reviewer gets there and it is rendered in the foreground
+                pass
+
+    def show(self, name: str):
+        """Show example `name` (kept in the list even if the filters exclude it)."""
+        if name not in self.position:
+            self._reorder(keep=name)
+        self.current = name
+        self.image.value = self._png(name, self.view_settings)  # first: the picture is what the reviewer waits for
+        position = self.position[name]
+        self.title.value = (f"<h3 style='margin:4px 0'>example {html.escape(name)} ({position + 1} / "
+                            f"{len(self.order)} {html.escape(self._filter_text())})</h3>")
+        self._syncing = True
+        try:
+            self.slider.max = max(0, len(self.order) - 1)
+            self.slider.value = position
+            self._update_table()
+        finally:
+            self._syncing = False
+        self.position_label.value = f"<b>{html.escape(name)}</b>"
+        self.info.value = describe(self.entries.get(name), self.verdicts.get(name), self.issues.get(name))
+        self._update_panel_titles()
+        ahead = [self.order[i] for i in (position + 1, position - 1) if 0 <= i < len(self.order)]
+        upcoming = self.next_unreviewed()
+        self._prefetch(ahead + ([upcoming] if upcoming and upcoming not in ahead else []))
+
+    def _update_panel_titles(self):
+        """Titles over the panels, with the zoom and the label-issue score when there is one."""
+        view = self.view_settings
+        mode = "outline" if view.outline else f"fill {view.opacity:.0%}"
+        titles = ["image" + (f" · {view.zoom}x" if view.zoom > 1 else ""), f"overlay ({mode})", "labels"]
+        if self.issues:
+            issue = self.issues.get(self.current)
+            titles.append(f"label issues (rank {issue['rank']})" if issue and "rank" in issue else "label issues")
+        cells = "".join(f"<div>{html.escape(title)}</div>" for title in titles)
+        value = f"<div style='display:grid;grid-template-columns:repeat({len(titles)},1fr)'>{cells}</div>"
+        if self.panel_titles.value != value:
+            self.panel_titles.value = value
+
+    def _update_table(self):
+        """The page of the table around the current example (only sent when it changed)."""
+        position = self.position[self.current]
+        start = position // TABLE_ROWS * TABLE_ROWS
+        page = self.order[start:start + TABLE_ROWS]
+        width = max(4, min(24, max(map(len, page), default=4)))
+        with_rank = bool(self.ranks)
+        options = [(table_row(name, self.flags.get(name) if self.flags is not None else None,
+                              self.verdicts.get(name), self.ranks.get(name), with_rank, width), name)
+                   for name in page]
+        if options != list(self.table.options):
+            self.table.options = options
+            self.table_header.value = html.escape(table_header(with_rank, width))
+        self.table.value = self.current
+        self.table_position.value = (f"<small>rows {start + 1}–{start + len(page)} of {len(self.order)}; "
+                                     f"click a row to show it</small>")
+
+    def _update_progress(self):
+        """Reviewed count, problems, reviewer."""
+        problems = sum(1 for name in self.names if (self.verdicts.get(name) or {}).get("verdict") == "problem")
+        self.progress.value = (f"{progress_text(self.names, self.verdicts)} · {problems} problem(s) · "
+                               f"reviewer {html.escape(self.reviewer)}")
+
+    def _filter_text(self) -> str:
+        """The filters in words, for the title."""
+        parts = [f"flags {self.flag_filter.value}" if self.flag_filter.value != "any" else "",
+                 self.verdict_filter.value if self.verdict_filter.value != "any" else "",
+                 f"rank ≤ {self.rank_filter.value}" if self.rank_filter.value else ""]
+        text = ", ".join(part for part in parts if part) or "all"
+        return text + (f", by {self.sort_by.value}" if self.sort_by.value != "name" else "")
+
+    # -- actions (plain methods: tests call them directly)
 
     def step(self, delta: int):
         """Move by delta within the current list (clamped at its ends)."""
-        self.slider.value = int(np.clip(self.names.index(self.current) + delta, 0, len(self.names) - 1))
+        position = int(np.clip(self.position[self.current] + delta, 0, len(self.order) - 1))
+        self._say()
+        self.show(self.order[position])
 
-    def apply_filter(self, mode: str):
-        """Step through all, only flagged or only unreviewed examples from now on."""
-        names = filter_names(self.data.names, self.report, self.verdicts, mode)
-        if not names:
-            self.error_box.value = f"<b>no {mode} examples</b>; showing all"
-            names = list(self.data.names)
-        else:
-            self.error_box.value = ""
-        self.names = names
-        self.current = self.current if self.current in names else names[0]
-        with self.slider.hold_trait_notifications():
-            self.slider.max = len(names) - 1
-            self.slider.value = names.index(self.current)
-        self.refresh()
+    def next_unreviewed(self) -> str | None:
+        """The first example after the current one in the list without a verdict (wrapping), or None."""
+        start = self.position.get(self.current, -1)
+        for name in self.order[start + 1:] + self.order[:max(start, 0)]:
+            if name not in self.verdicts:
+                return name
+        return None
 
     def record(self, verdict: str):
-        """Write the verdict for the current example (with the note) to the log and show it."""
-        self.log.record(self.current, verdict, self.note.value)
-        self.verdicts = self.log.verdicts()
+        """Write the verdict (with the note) for the current example durably; then the next unreviewed one."""
+        name = self.current
+        self.verdicts[name] = self.log.record(name, verdict, self.note.value, self.reviewer)
         self.note.value = ""
-        self.refresh()
+        target = self.next_unreviewed() if self.auto_advance.value else name
+        self._say("" if target else "every example in this list has a verdict")
+        self._reorder(keep=target or name)
+        self.show(target or name)
+        self._update_progress()
 
-    def refresh(self):
-        """Redraw the views, the findings, the title and the progress for the current example."""
-        image, mask = self.data.raw_pair(self.current)
-        classes = [value for value, box in self.class_boxes.items() if box.value]
-        self.view.value = png_bytes(render_views(image, mask, self.opacity.value, classes, self.mode.value))
-        self.info.value = describe(self.entries.get(self.current), self.verdicts.get(self.current))
-        position = self.names.index(self.current) + 1
-        self.title.value = f"<h3>example {self.current} ({position} / {len(self.names)} {self.filter.value})</h3>"
-        self.progress.value = progress_text(self.data.names, self.verdicts)
+    def undo(self):
+        """Take back the last verdict in the log and show that example again."""
+        line = self.log.undo(self.reviewer)
+        if line is None:
+            self._say("nothing to undo")
+            return
+        name = line["name"]
+        if line["verdict"] == UNREVIEWED:
+            self.verdicts.pop(name, None)
+        else:
+            self.verdicts[name] = line
+        self._say(f"undone: {name} is {line['verdict']} again")
+        self._reorder(keep=name)
+        self.show(name)
+        self._update_progress()
+
+    def jump_to(self, text: str):
+        """Show the example whose name is typed (exact, else a unique match ignoring case or a unique part)."""
+        if not text.strip():
+            return
+        name = find_name(text, self.names)
+        if name is None:
+            self._say(f"no single example matches {text.strip()!r}")
+            return
+        self._say()
+        self.show(name)
+
+    def apply_filters(self):
+        """Rebuild the list from the filter and sort controls; keep the current example if it is in the new list,
+        else show the first one after it (in name order)."""
+        self._reorder()
+        if not self.order:
+            self._say("no example matches these filters; the current one stays")
+            self._reorder(keep=self.current)
+        elif self.current not in self.position:
+            after = [name for name in self.order if self.natural[name] > self.natural[self.current]]
+            self._say()
+            self.show(after[0] if after else self.order[0])
+            return
+        else:
+            self._say()
+        self.show(self.current)
+
+    def _reorder(self, keep: str | None = None):
+        """self.order from the filters and the sort; `keep` stays in it even when the filters exclude it."""
+        chosen = select_names(self.names, self.flags, self.verdicts, self.flag_filter.value,
+                              self.verdict_filter.value, self.ranks, self.rank_filter.value)
+        if keep is not None and keep not in set(chosen):
+            chosen.append(keep)
+        self.order = sort_names(chosen, self.sort_by.value, self.flags, self.verdicts, self.ranks,
+                                self.descending.value, self.natural)
+        self.position = {name: i for i, name in enumerate(self.order)}
+
+    def _on_view_control(self, change):
+        """Zoom, outline/fill, opacity or a class box changed by the reviewer."""
+        if self._syncing:
+            return
+        view = self.view_settings
+        if change["owner"] is self.zoom:
+            view = zoomed(view, self._shape(), change["new"])
+        self._set_view(replace(view, outline=self.outline.value, opacity=self.opacity.value,
+                               classes=tuple(k for k, box in self.class_boxes.items() if box.value)))
+
+    def _on_filter_control(self, change):
+        if not self._syncing:
+            self.apply_filters()
+
+    def _on_slider(self, change):
+        if not self._syncing and 0 <= change["new"] < len(self.order):
+            self.show(self.order[change["new"]])
+
+    def _on_table(self, change):
+        if not self._syncing and change["new"] is not None and change["new"] != self.current:
+            self.show(change["new"])
+
+    def _set_view(self, view: View):
+        """Redraw with new view settings (zoom, outline, opacity, classes), keeping the controls in step."""
+        self.view_settings = view
+        self._syncing = True
+        try:
+            self.zoom.value = view.zoom
+            self.outline.value = view.outline
+        finally:
+            self._syncing = False
+        self.show(self.current)
+
+    def handle_event(self, event: dict):
+        """One browser event from the image (ipyevents): keys, wheel zoom, drag to pan, double-click zoom."""
+        kind = event.get("type") or event.get("event")
+        if kind == "keydown":
+            self.handle_key(event.get("key", ""), event)
+        elif kind == "wheel":
+            point = image_point(event["dataX"], event["dataY"], self._shape(), self.view_settings)
+            index = ZOOMS.index(self.view_settings.zoom) + (1 if event.get("deltaY", 0) < 0 else -1)
+            self._set_view(zoomed(self.view_settings, self._shape(), ZOOMS[int(np.clip(index, 0, len(ZOOMS) - 1))],
+                                  point))
+        elif kind == "dblclick":
+            point = image_point(event["dataX"], event["dataY"], self._shape(), self.view_settings)
+            index = ZOOMS.index(self.view_settings.zoom) + 1
+            self._set_view(zoomed(self.view_settings, self._shape(), ZOOMS[index % len(ZOOMS)], point))
+        elif kind == "mousedown":
+            self._drag_start = (event["dataX"], event["dataY"])
+        elif kind == "mouseup" and self._drag_start is not None:
+            (x0, y0), self._drag_start = self._drag_start, None
+            start = image_point(x0, y0, self._shape(), self.view_settings)
+            end = image_point(event["dataX"], event["dataY"], self._shape(), self.view_settings)
+            if abs(end[0] - start[0]) + abs(end[1] - start[1]) >= 1:  # a drag, not a click
+                self._set_view(panned(self.view_settings, self._shape(), start[0] - end[0], start[1] - end[1]))
+
+    def handle_key(self, key: str, event: dict | None = None):
+        """Act on one key (KEYS); other keys do nothing."""
+        action = KEYS.get(key)
+        if action in ("next", "previous"):
+            self.step(1 if action == "next" else -1)
+        elif action in VERDICTS:
+            self.record(action)
+        elif action == "undo":
+            self.undo()
+        elif action in ("zoom in", "zoom out", "fit"):
+            index = {"zoom in": 1, "zoom out": -1, "fit": -len(ZOOMS)}[action] + ZOOMS.index(self.view_settings.zoom)
+            self._set_view(zoomed(self.view_settings, self._shape(), ZOOMS[int(np.clip(index, 0, len(ZOOMS) - 1))]))
+        elif action == "outline/fill":
+            self._set_view(replace(self.view_settings, outline=not self.view_settings.outline))
+
+    def export_csv(self, path=None) -> Path:
+        """Write the verdicts (latest per name, in name order) to CSV, by default beside the log."""
+        path = Path(path) if path else self.log.path.with_suffix(".csv")
+        self.log.export_csv(path, names=self.names)
+        self._say(f"wrote {path} ({sum(name in self.verdicts for name in self.names)} verdicts)")
+        return path
+
+    # -- the audit's findings
+
+    def use_report(self, report: dict):
+        """Take the audit's flags and measures: the flags column, the flag filter, the findings panel."""
+        with self._lock:
+            self.report = report
+            self.entries = {entry["name"]: entry for entry in report["examples"]}
+            self.flags = {name: entry["flags"] for name, entry in self.entries.items()}
+            counts = {}
+            for flags in self.flags.values():
+                for code in flag_codes(flags):
+                    counts[code] = counts.get(code, 0) + 1
+            flagged = sum(1 for flags in self.flags.values() if flags)
+            options = [("any", "any"), (f"flagged ({flagged})", "flagged"),
+                       (f"not flagged ({len(self.flags) - flagged})", "not flagged")]
+            options += [(f"{code} ({count})", code) for code, count in sorted(counts.items())]
+            self._syncing = True
+            try:
+                self.flag_filter.options = options
+                self.flag_filter.value = "any"
+                self.flag_filter.disabled = False
+            finally:
+                self._syncing = False
+            self.audit_status.value = f"audit ({html.escape(self.audit_source)}): {flagged} flagged"
+            if self._started:
+                self._reorder(keep=self.current)
+                self.show(self.current)
+
+    def start_audit(self):
+        """Run the audit in a background thread; the flags appear when it finishes (the UI is usable meanwhile)."""
+        self.audit_source = "running"
+        self.audit_status.value = "audit running: starting…"
+        self._audit_thread = threading.Thread(target=self._run_audit, name="review-audit", daemon=True)
+        self._audit_thread.start()
+
+    def _run_audit(self):
+        """The background audit: progress in the status line, the report written and used when done."""
+        started, last = time.monotonic(), [0.0]
+
+        def progress(done, total):
+            now = time.monotonic()
+            if done == total or now - last[0] >= STATUS_INTERVAL_S:
+                last[0] = now
+                self.audit_status.value = f"audit running: {done:,} / {total:,} pairs"
+
+        try:
+            report = audit.audit_dataset(self.data_dir, progress=progress)
+            if self.audit_paths:
+                audit.write_report(report, self.audit_paths[0])
+            self.audit_source = f"ran in {time.monotonic() - started:.0f} s"
+            self.use_report(report)
+        except Exception:
+            with self._lock:
+                self._show_error("the background audit failed", traceback.format_exc())
+                self.audit_status.value = "<span style='color:#b00020'>audit failed (see the red box)</span>"
+
+    def wait_for_audit(self, timeout: float | None = None) -> dict | None:
+        """The report, after waiting for a background audit (tests and scripts; a notebook should not block)."""
+        if self._audit_thread is not None:
+            self._audit_thread.join(timeout)
+        return self.report
+
+    def summary(self) -> str:
+        """One paragraph stating where the review stands (the notebook's conclusion)."""
+        reviewed = [name for name in self.names if name in self.verdicts]
+        problems = [name for name in reviewed if self.verdicts[name]["verdict"] == "problem"]
+        if self.report is not None:
+            flagged = audit.flagged(self.report)
+            audit_text = (f"The audit ({self.audit_source}) flags {len(flagged)} of {len(self.names)} pairs"
+                          + (f": {', '.join(flagged[:20])}{' …' if len(flagged) > 20 else ''}. " if flagged else ". "))
+        else:
+            audit_text = "The audit is still running in the background; its flags appear in the UI when it ends. "
+        return (f"{len(self.names)} pairs. {audit_text}Reviewed {len(reviewed)} / {len(self.names)}, "
+                f"{len(problems)} marked as a problem" + (f" ({', '.join(problems[:20])})" if problems else "")
+                + f", in {self.log.path}. Training leaves the problem pairs out when given this log (notebook 04).")

@@ -1,16 +1,25 @@
-"""review.py: the durable verdict log (including a kill test) and the widget callbacks, without a browser."""
+"""review.py / verdicts.py: the durable verdict log (kill test, undo, O(1) append), drawing, the example list,
+and the review app's actions and callbacks, without a browser (tests/test_browser.py drives the real one)."""
+import csv
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from synthetic import write_dataset
 
 import audit
+import loader
 import review
-from review import ReviewApp, ReviewLog
+import verdicts
+from review import ReviewApp, ReviewLog, View
 
 # ---------------------------------------------------------------- the verdict log
 
@@ -21,10 +30,10 @@ def test_log_round_trip_keeps_awkward_notes(tmp_path):
     log.record("3", "problem", note)
     log.record("4", "aligned")
     log.record("3", "aligned", "second look")
-    verdicts = ReviewLog(log.path).verdicts()
-    assert verdicts["3"]["verdict"] == "aligned" and verdicts["3"]["note"] == "second look"
+    verdicts_now = ReviewLog(log.path).verdicts()
+    assert verdicts_now["3"]["verdict"] == "aligned" and verdicts_now["3"]["note"] == "second look"
     assert [e["note"] for e in log.entries()][0] == note
-    assert set(verdicts["4"]) == {"verdict", "note", "time"}
+    assert set(verdicts_now["4"]) == {"verdict", "note", "time"}
 
 
 def test_log_refuses_unknown_verdicts(tmp_path):
@@ -34,20 +43,98 @@ def test_log_refuses_unknown_verdicts(tmp_path):
     assert log.verdicts() == {}
 
 
+def test_records_carry_reviewer_and_a_timezone_aware_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(verdicts.getpass, "getuser", lambda: "os-user")
+    log = ReviewLog(tmp_path / "v.jsonl")
+    log.record("1", "aligned")
+    log.record("2", "problem", "cut", reviewer="ana")
+    lines = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert [line["reviewer"] for line in lines] == ["os-user", "ana"]
+    for line in lines:
+        stamp = datetime.fromisoformat(line["time"])
+        assert stamp.tzinfo is not None and stamp.utcoffset() is not None
+        assert abs((stamp - datetime.now().astimezone()).total_seconds()) < 60
+    assert ReviewLog(log.path).latest()["2"]["reviewer"] == "ana"
+
+
+def test_old_lines_without_reviewer_or_offset_still_load(tmp_path):
+    path = tmp_path / "v.jsonl"
+    path.write_text('{"name": "1", "verdict": "problem", "note": "", "time": "2024-05-01T10:00:00"}\n')
+    log = ReviewLog(path)
+    assert log.verdicts()["1"]["verdict"] == "problem"
+    log.record("2", "aligned", reviewer="ana")
+    assert set(ReviewLog(path).verdicts()) == {"1", "2"}
+
+
 def test_torn_last_line_is_ignored_and_cut_before_the_next_append(tmp_path):
     log = ReviewLog(tmp_path / "v.jsonl")
     log.record("1", "aligned")
     with open(log.path, "ab") as handle:
-        handle.write(b'{"name": "2", "verd')
-    assert list(log.verdicts()) == ["1"]
+        handle.write(b'{"name": "2", "verd' + b"x" * 9000)  # longer than one block read back from the end
+    assert list(ReviewLog(log.path).verdicts()) == ["1"]
     log.record("2", "problem")
     assert log.verdicts()["2"]["verdict"] == "problem"
-    assert all(json.loads(line) for line in log.path.read_text().splitlines())
+    assert [json.loads(line)["name"] for line in log.path.read_text().splitlines()] == ["1", "2"]
+
+
+def test_appending_does_not_reread_the_log(tmp_path, monkeypatch):
+    path = tmp_path / "v.jsonl"
+    path.write_text("".join(json.dumps({"name": str(k), "verdict": "aligned", "note": "", "time": "t"}) + "\n"
+                            for k in range(5000)))
+    log = ReviewLog(path)
+    assert len(log.verdicts()) == 5000  # the one load
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the log was read again")
+
+    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    monkeypatch.setattr(Path, "read_text", no_reading)
+    started = time.perf_counter()
+    for k in range(50):
+        log.record(f"new{k}", "problem")
+    log.undo()
+    assert (time.perf_counter() - started) / 51 < 0.05  # an fsync each, nothing proportional to 5,000 lines
+    assert log.verdicts()["new48"]["verdict"] == "problem" and "new49" not in log.verdicts()
+    monkeypatch.undo()
+    assert len(ReviewLog(path).verdicts()) == 5049
+
+
+def test_undo_walks_back_through_the_history_and_survives_reopening(tmp_path):
+    log = ReviewLog(tmp_path / "v.jsonl")
+    log.record("a", "aligned", "first")
+    log.record("a", "problem", "second")
+    log.record("b", "problem")
+    assert log.undo(reviewer="ana")["name"] == "b"
+    assert "b" not in log.verdicts() and log.verdicts()["a"]["verdict"] == "problem"
+    reopened = ReviewLog(log.path)  # the history is in the file, so undo goes on after a restart
+    restored = reopened.undo()
+    assert restored["verdict"] == "aligned" and restored["note"] == "first" and restored["undo"] is True
+    assert reopened.verdicts()["a"]["verdict"] == "aligned"
+    assert reopened.undo()["verdict"] == "unreviewed"
+    assert reopened.verdicts() == {} and reopened.undo() is None
+    lines = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert len(lines) == 6 and sum(bool(line.get("undo")) for line in lines) == 3  # append-only
+    assert ReviewLog(log.path).verdicts() == {}
+
+
+def test_export_csv_latest_verdict_per_name(tmp_path):
+    log = ReviewLog(tmp_path / "v.jsonl")
+    log.record("2", "problem", 'a "quoted", note', reviewer="ana")
+    log.record("1", "aligned", reviewer="bo")
+    log.record("2", "aligned", reviewer="ana")
+    rows = read_csv(log.export_csv(tmp_path / "out" / "v.csv", names=["1", "2", "3"]))
+    assert [(r["name"], r["verdict"], r["reviewer"]) for r in rows] == [("1", "aligned", "bo"), ("2", "aligned", "ana")]
+    assert list(rows[0]) == ["name", "verdict", "note", "reviewer", "time"]
+    rows = read_csv(log.export_csv(tmp_path / "all.csv"))
+    assert [r["name"] for r in rows] == ["2", "1"]
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 WRITER = """
-import sys
-sys.path.insert(0, {project!r})
 from review import ReviewLog
 log = ReviewLog({path!r})
 for k in range({start}, {start} + 100000):
@@ -61,7 +148,7 @@ def test_kill_at_random_moments_loses_no_acknowledged_verdict(tmp_path):
     rng = np.random.default_rng(0)
     start = 0
     for _ in range(5):
-        code = WRITER.format(project=str(review.loader.PROJECT_DIR), path=str(path), start=start)
+        code = WRITER.format(path=str(path), start=start)
         writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         acked = [writer.stdout.readline()]  # wait until it is writing
         time.sleep(float(rng.uniform(0.05, 0.4)))
@@ -69,100 +156,342 @@ def test_kill_at_random_moments_loses_no_acknowledged_verdict(tmp_path):
         acked += writer.stdout.readlines()
         writer.wait()
         acked = [int(line) for line in acked if line.strip()]
-        verdicts = ReviewLog(path).verdicts()  # must load
-        missing = [k for k in acked if str(k) not in verdicts]
+        verdicts_now = ReviewLog(path).verdicts()  # must load
+        missing = [k for k in acked if str(k) not in verdicts_now]
         assert not missing, f"acknowledged but lost: {missing[:5]}"
-        assert verdicts[str(acked[-1])]["note"] == f'note, "quoted"\nline {acked[-1]}'
+        assert verdicts_now[str(acked[-1])]["note"] == f'note, "quoted"\nline {acked[-1]}'
         start = acked[-1] + 10
-    assert len(verdicts) > 5
+    assert len(verdicts_now) > 5
 
 
-# ---------------------------------------------------------------- plain logic
+# ---------------------------------------------------------------- the list of examples
 
 
-def test_filters_and_progress():
-    report = {"examples": [{"name": "a", "flags": ["empty_mask"]}, {"name": "b", "flags": []},
-                           {"name": "c", "flags": ["misaligned:flip_lr"]}]}
-    verdicts = {"a": {"verdict": "aligned"}}
-    names = ["a", "b", "c"]
-    assert review.filter_names(names, report, verdicts, "flagged") == ["a", "c"]
-    assert review.filter_names(names, report, verdicts, "unreviewed") == ["b", "c"]
-    assert review.filter_names(names, report, verdicts, "all") == names
-    assert review.progress_text(names, {**verdicts, "elsewhere": {}}) == "reviewed 1 / 3"
+REPORT = {"examples": [{"name": "a", "flags": ["empty_mask"]}, {"name": "b", "flags": []},
+                       {"name": "c", "flags": ["misaligned:flip_lr", "missing_class:disc"]}]}
+FLAGS = {entry["name"]: entry["flags"] for entry in REPORT["examples"]}
+
+
+def test_select_names_by_flag_verdict_and_rank():
+    names, given = ["a", "b", "c"], {"a": {"verdict": "aligned"}, "c": {"verdict": "problem"}}
+    select = review.select_names
+    assert select(names, FLAGS, given, flag="flagged") == ["a", "c"]
+    assert select(names, FLAGS, given, flag="not flagged") == ["b"]
+    assert select(names, FLAGS, given, flag="misaligned") == ["c"]
+    assert select(names, FLAGS, given, verdict="unreviewed") == ["b"]
+    assert select(names, FLAGS, given, verdict="problem") == ["c"]
+    assert select(names, FLAGS, given, flag="flagged", verdict="aligned") == ["a"]
+    assert select(names, None, given, flag="flagged") == names  # no audit yet: flag filters pass everything
+    assert select(names, FLAGS, given, ranks={"c": 1, "a": 7}, max_rank=5) == ["c"]
+    assert review.progress_text(names, {**given, "elsewhere": {}}) == "reviewed 2 / 3"
     with pytest.raises(ValueError):
-        review.filter_names(names, report, verdicts, "odd")
+        select(names, FLAGS, given, verdict="odd")
 
 
-def test_render_views_fill_and_contour():
-    image = np.zeros((20, 20), np.uint8)
-    mask = np.zeros((20, 20), np.uint8)
+def test_sort_names_and_find_name():
+    names, given = ["a", "b", "c"], {"a": {"verdict": "aligned"}, "c": {"verdict": "problem"}}
+    assert review.sort_names(names, "flags", FLAGS, given) == ["c", "a", "b"]
+    assert review.sort_names(names, "verdict", FLAGS, given) == ["b", "c", "a"]
+    assert review.sort_names(names, "rank", FLAGS, given, {"c": 1, "b": 2}) == ["c", "b", "a"]
+    assert review.sort_names(names, "name", FLAGS, given, descending=True) == ["c", "b", "a"]
+    assert review.flag_codes(FLAGS["c"]) == ["misaligned", "missing_class"]
+    names = ["case_7", "Case_12", "case_120"]
+    assert review.find_name("case_7", names) == "case_7"
+    assert review.find_name(" CASE_12 ", names) == "Case_12"   # case-insensitive, unique
+    assert review.find_name("_120", names) == "case_120"       # a unique part
+    assert review.find_name("case_1", names) is None           # two names contain it
+    assert review.find_name("zz", names) is None
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def square_pair(size=20):
+    image = np.full((size, size), 100, np.uint8)
+    mask = np.zeros((size, size), np.uint8)
     mask[5:15, 5:15] = 1
-    fill = review.render_views(image, mask, opacity=1.0, classes=[1], mode="fill")
-    contour = review.render_views(image, mask, classes=[1], mode="contour")
-    hidden = review.render_views(image, mask, classes=[], mode="fill")
-    assert fill.shape == (20, 60, 3)
-    assert tuple(fill[10, 30]) == review.CLASS_COLOURS[1]           # overlay, inside
-    assert tuple(contour[10, 30]) == (0, 0, 0) and tuple(contour[5, 30]) == review.CLASS_COLOURS[1]
-    assert not hidden[:, 20:].any()
+    return image, mask
 
 
-# ---------------------------------------------------------------- the widget's callbacks
+def panels(strip, n=3):
+    width = (strip.shape[1] - (n - 1) * review.GAP_PX) // n
+    return [strip[:, k * (width + review.GAP_PX):k * (width + review.GAP_PX) + width] for k in range(n)]
+
+
+def test_render_fill_outline_hidden_classes_and_ignore():
+    image, mask = square_pair()
+    mask[0:3, 0:6] = review.IGNORE_INDEX
+    scale = review.panel_size(20, 20)[0] // 20  # small images are upscaled by a whole factor
+    assert scale * 20 >= review.MIN_PANEL_PX
+    fill = panels(review.render_strip(image, mask, View(opacity=1.0, classes=(1,))))
+    outline = panels(review.render_strip(image, mask, View(outline=True, classes=(1,))))
+    hidden = panels(review.render_strip(image, mask, View(classes=())))
+    colour = tuple(review.class_rgb(1))
+    inside, edge = 10 * scale, 5 * scale  # (row, col) pixels at the centre and at the label's top-left edge
+    assert tuple(fill[0][inside, inside]) == (100, 100, 100)       # the image panel is the image
+    assert tuple(fill[1][inside, inside]) == colour and tuple(fill[2][inside, inside]) == colour
+    assert tuple(outline[1][inside, inside]) == (100, 100, 100) and tuple(outline[1][edge, inside]) == colour
+    assert tuple(hidden[1][inside, inside]) == (100, 100, 100) and not hidden[2][inside, inside].any()
+    ignore_panel = fill[2][0:3 * scale, 0:6 * scale].reshape(-1, 3)
+    assert {tuple(c) for c in ignore_panel} == {tuple(review.IGNORE_RGB), tuple(review.HATCH_RGB)}  # hatched
+
+
+@pytest.mark.parametrize("image", [
+    np.full((20, 20), 100, np.uint8), np.full((20, 20, 1), 100, np.uint8),
+    np.full((20, 20, 3), 100, np.uint8), np.full((20, 20), 100 / 255, np.float32)])
+def test_render_accepts_gray_rgb_and_float_images(image):
+    _, mask = square_pair()
+    strip = review.render_strip(image, mask, View(classes=(1,)))
+    assert strip.dtype == np.uint8 and strip.shape[2] == 3
+    assert tuple(panels(strip)[0][0, 0]) == (100, 100, 100)
+
+
+def test_render_keeps_colour_images_and_adds_the_extra_panel():
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[..., 0] = 200  # red
+    _, mask = square_pair()
+    extra = np.zeros((20, 20, 3), np.uint8)
+    extra[..., 2] = 255
+    strip = review.render_strip(image, mask, View(), extra)
+    first, *_, last = panels(strip, 4)
+    assert tuple(first[0, 0]) == (200, 0, 0) and tuple(last[0, 0]) == (0, 0, 255)
+
+
+def test_zoom_keeps_the_point_under_the_pointer_and_pan_stays_inside():
+    shape = (256, 256)
+    assert review.crop_box(shape, 4, (0, 0)) == (0, 0, 64, 64)           # kept inside
+    assert review.crop_box(shape, 2, None) == (64, 64, 128, 128)
+    view = View()
+    x, y = 300, 100  # in the second panel
+    point = review.image_point(x, y, shape, view)
+    assert 40 < point[1] < 42 and 100 < point[0] < 101
+    for zoom in (2, 4, 8):
+        zoomed = review.zoomed(view, shape, zoom, point)
+        again = review.image_point(x, y, shape, zoomed)
+        assert abs(again[0] - point[0]) < 1 and abs(again[1] - point[1]) < 1
+    zoomed = review.zoomed(view, shape, 4, point)
+    moved = review.panned(zoomed, shape, -1000, 1000)
+    assert review.crop_box(shape, 4, moved.centre)[:2] == (0, 192)
+    assert review.zoomed(moved, shape, 1) == View()
+    strip = review.render_strip(np.zeros(shape, np.uint8), np.zeros(shape, np.uint8), zoomed)
+    assert strip.shape[0] == review.panel_size(64, 64)[0] >= review.MIN_PANEL_PX
+
+
+# ---------------------------------------------------------------- the app's actions and callbacks
 
 
 @pytest.fixture(scope="module")
 def report(example_data):
-    return audit.audit_dataset(example_data)
+    return audit.audit_dataset(example_data, progress=False)
 
 
 @pytest.fixture
 def app(example_data, report, tmp_path):
-    return ReviewApp(example_data, report, tmp_path / "verdicts.jsonl", raise_errors=True)
+    return ReviewApp(example_data, report, tmp_path / "verdicts.jsonl", reviewer="tester", raise_errors=True)
 
 
 def assert_no_error_shown(app):
     assert not app.errors and "Traceback" not in app.error_box.value
 
 
-def test_slider_buttons_and_filter_change_the_example(app):
-    first = app.view.value
-    app.slider.value = 3
-    assert app.current == "3" and "example 3 " in app.title.value and app.view.value != first
-    app.next_button.click()
-    assert app.current == "4"
-    app.prev_button.click()
-    app.prev_button.click()
+def key(app, name):
+    """A key press as ipyevents delivers it: through the Event widget's message handler."""
+    app.key_events._handle_mouse_msg(None, {"type": "keydown", "event": "keydown", "key": name}, None)
+
+
+def test_keys_move_judge_and_undo(app):
+    assert app.current == "0"
+    for name, expected in (("j", "1"), ("ArrowRight", "2"), ("k", "1"), ("ArrowLeft", "0"), ("k", "0")):
+        key(app, name)
+        assert app.current == expected, name
+    assert "example 0 " in app.title.value and "<b>0</b>" in app.position_label.value
+    key(app, "a")
+    key(app, "p")
+    assert app.current == "2"  # each verdict moved on to the next unreviewed example
+    on_disk = ReviewLog(app.log.path).latest()
+    assert on_disk["0"]["verdict"] == "aligned" and on_disk["1"]["verdict"] == "problem"
+    assert on_disk["1"]["reviewer"] == "tester"
+    assert "reviewed 2 / 20 · 1 problem" in app.progress.value
+    key(app, "u")
+    assert app.current == "1" and "1" not in ReviewLog(app.log.path).verdicts()
+    assert "reviewed 1 / 20" in app.progress.value and "undone" in app.notice.value
+    key(app, "x")  # not a review key: nothing happens
+    assert app.current == "1"
+    assert_no_error_shown(app)
+
+
+def test_without_auto_advance_a_verdict_stays(app):
+    app.auto_advance.value = False
+    key(app, "p")
+    assert app.current == "0" and "problem" in app.info.value
+
+
+def test_auto_advance_skips_reviewed_examples(app):
+    app.log.record("1", "aligned")
+    app.verdicts = app.log.latest()
+    key(app, "a")
     assert app.current == "2"
-    app.filter.value = "flagged"
-    assert app.names == audit.flagged(app.report) and app.current in app.names
-    app.mode.value = "contour"
+
+
+def test_reopening_resumes_at_the_first_unreviewed(example_data, report, tmp_path):
+    for name in ("0", "1", "3"):
+        ReviewLog(tmp_path / "v.jsonl").record(name, "aligned")
+    app = ReviewApp(example_data, report, tmp_path / "v.jsonl")
+    assert app.current == "2" and "reviewed 3 / 20" in app.progress.value
+
+
+def test_jump_box_table_and_slider(app):
+    app.jump.value = "17"  # what Enter in the box does
+    assert app.current == "17" and app.slider.value == app.position["17"]
+    app.jump.value = "nope"
+    assert app.current == "17" and "no single example" in app.notice.value
+    app.table.value = "5"  # a click on a row
+    assert app.current == "5" and "<b>5</b>" in app.position_label.value
+    app.slider.value = 12
+    assert app.current == app.order[12] == "12"
+    assert any(label.startswith("12 ") for label, _ in app.table.options)
+    app.next_button.click()
+    app.prev_button.click()
+    assert app.current == "12"
+    assert_no_error_shown(app)
+
+
+def test_filters_keep_the_current_example_and_refresh_after_verdicts(app):
+    flagged = audit.flagged(app.report)
+    app.jump.value = flagged[1]
+    app.flag_filter.value = "flagged"
+    assert app.order == flagged and app.current == flagged[1]  # kept: it is in the new list
+    app.flag_filter.value = "empty_mask"
+    assert app.order == audit.flagged(app.report, "empty_mask")
+    app.flag_filter.value = "any"
+    app.verdict_filter.value = "unreviewed"
+    first = app.current
+    key(app, "a")
+    assert first not in app.order and app.current != first  # the unreviewed list follows the verdicts
+    app.verdict_filter.value = "aligned"
+    assert app.order == [first]
+    app.jump.value = "9"  # not in the list: shown anyway, and kept in the list while shown
+    assert app.current == "9" and "9" in app.order
+    app.verdict_filter.value = "any"
+    app.sort_by.value = "flags"
+    assert app.order[:len(flagged)] == review.sort_names(flagged, "flags", app.flags, {}) and app.current == "9"
+    assert_no_error_shown(app)
+
+
+def test_view_controls_zoom_and_mouse(app):
+    first = app.image.value
+    app.zoom.value = 4
+    assert app.view_settings.zoom == 4 and app.image.value != first
+    key(app, "-")
+    assert app.view_settings.zoom == 2 and app.zoom.value == 2
+    key(app, "0")
+    assert app.view_settings == View() and app.image.value == first
+    app.wheel_events._handle_mouse_msg(None, {"type": "wheel", "deltaY": -120, "dataX": 100, "dataY": 100}, None)
+    assert app.view_settings.zoom == 2
+    start = app.view_settings.centre
+    for kind, x in (("mousedown", 100), ("mouseup", 60)):
+        app.key_events._handle_mouse_msg(None, {"type": kind, "dataX": x, "dataY": 100}, None)
+    assert app.view_settings.centre[1] > start[1]  # dragged left: the view moved right
+    key(app, "o")
+    assert app.outline.value is True and "outline" in app.panel_titles.value
     app.opacity.value = 0.9
     app.class_boxes[1].value = False
+    assert app.view_settings.classes == (2,)
     assert_no_error_shown(app)
 
 
-def test_verdict_button_writes_the_log_and_progress(app):
-    app.slider.value = 5
-    app.note.value = 'empty, "really"\nyes'
-    app.verdict_buttons["problem"].click()
-    assert ReviewLog(app.log.path).verdicts()["5"]["note"] == 'empty, "really"\nyes'
-    assert app.progress.value == "reviewed 1 / 20" and "problem" in app.info.value
-    app.filter.value = "unreviewed"
-    assert "5" not in app.names
-    assert_no_error_shown(app)
-
-
-def test_reopening_shows_earlier_verdicts(example_data, report, tmp_path):
-    ReviewLog(tmp_path / "v.jsonl").record("0", "aligned")
+def test_error_box_shows_a_failure_and_clears_on_the_next_success(example_data, report, tmp_path, monkeypatch):
     app = ReviewApp(example_data, report, tmp_path / "v.jsonl")
-    assert app.progress.value == "reviewed 1 / 20" and "aligned" in app.info.value
-
-
-def test_callback_exception_is_shown_and_kept(example_data, report, tmp_path, monkeypatch):
-    app = ReviewApp(example_data, report, tmp_path / "v.jsonl")
-    monkeypatch.setattr(app, "refresh", lambda: 1 / 0)
-    app.slider.value = 2
+    real_show = app.show
+    monkeypatch.setattr(app, "show", lambda name: 1 / 0)
+    app.next_button.click()
     assert app.errors and "ZeroDivisionError" in app.error_box.value
+    monkeypatch.setattr(app, "show", real_show)
+    app.next_button.click()
+    assert app.error_box.value == "" and len(app.errors) == 1  # cleared on screen, kept in errors
     strict = ReviewApp(example_data, report, tmp_path / "v.jsonl", raise_errors=True)
-    monkeypatch.setattr(strict, "refresh", lambda: 1 / 0)
+    monkeypatch.setattr(strict, "show", lambda name: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         strict.slider.value = 4  # traitlets observers propagate; Button.click's dispatcher would only log
+
+
+def test_export_csv_from_the_app(app):
+    key(app, "p")
+    path = app.export_csv()
+    rows = read_csv(path)
+    assert path == app.log.path.with_suffix(".csv") and rows[0]["name"] == "0" and rows[0]["reviewer"] == "tester"
+
+
+def test_pairs_are_read_lazily(example_data, report, tmp_path, monkeypatch):
+    reads = []
+    real = loader.read_pair
+    monkeypatch.setattr(loader, "read_pair", lambda *paths, **kw: reads.append(paths[0]) or real(*paths, **kw))
+    app = ReviewApp(example_data, report, tmp_path / "v.jsonl", raise_errors=True)
+    for _ in range(3):
+        key(app, "j")
+    app._prefetcher.submit(lambda: None).result()  # let the prefetch thread finish
+    assert len(set(reads)) <= 8  # the first pair, the ones shown and their neighbours: not all 20
+
+
+def test_a_pair_that_cannot_be_read_is_shown_as_such_and_skipped(tmp_path):
+    data = write_dataset(tmp_path / "data", ["a", "b", "c"], shape=(32, 32))
+    broken = data / "images" / "b.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # the header reads, the pixels do not
+    app = ReviewApp(data, REPORT, tmp_path / "v.jsonl", raise_errors=True)
+    key(app, "j")
+    assert app.current == "b" and app.image.value  # a placeholder picture
+    key(app, "p")
+    assert app.current == "c" and app.log.latest()["b"]["verdict"] == "problem"
+    assert_no_error_shown(app)
+
+
+def test_background_audit_fills_the_flags_in(example_data, report, tmp_path, monkeypatch):
+    release = threading.Event()
+
+    def slow_audit(data_dir, progress=None, **kwargs):
+        progress(1, 20)
+        release.wait(30)
+        return report
+
+    monkeypatch.setattr(audit, "audit_dataset", slow_audit)
+    saved = tmp_path / "out" / "audit.json"
+    app = ReviewApp(example_data, None, tmp_path / "v.jsonl", audit_paths=[saved], raise_errors=True)
+    assert app.flags is None and app.flag_filter.disabled and "running" in app.audit_status.value
+    key(app, "j")
+    key(app, "a")  # the review goes on while the audit runs
+    assert app.current == "2" and app.table.options[0][0].endswith("…")
+    release.set()
+    assert app.wait_for_audit(30) is report
+    assert not app.flag_filter.disabled and app.flags["0"] == report["examples"][0]["flags"]
+    assert "flagged" in app.audit_status.value and json.loads(saved.read_text())["examples"]
+    assert app.current == "2" and "flags:" in app.info.value
+    assert_no_error_shown(app)
+
+
+def test_a_current_report_is_used_without_auditing(example_data, report, tmp_path, monkeypatch):
+    path = audit.write_report(report, tmp_path / "audit.json")
+    monkeypatch.setattr(audit, "current_report", lambda p, data_dir: report if Path(p) == path else None,
+                        raising=False)
+    monkeypatch.setattr(audit, "audit_dataset", lambda *a, **k: pytest.fail("the audit ran"))
+    app = ReviewApp(example_data, None, tmp_path / "v.jsonl", audit_paths=[tmp_path / "none.json", path])
+    assert app.report is report and app._audit_thread is None and str(path) in app.audit_status.value
+
+
+def test_label_issues_rank_column_sort_filter_and_picture(example_data, report, tmp_path):
+    folder = tmp_path / "issues"
+    (folder / "pictures").mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), (0, 0, 255), np.uint8)).save(folder / "pictures" / "7.png")
+    examples = [{"name": "7", "rank": 1, "score": 0.1, "kind": "shifted", "picture": "pictures/7.png"},
+                {"name": "3", "rank": 2, "score": 0.4, "kind": "", "picture": ""}]
+    (folder / "label_issues.json").write_text(json.dumps({"examples": examples}))
+    app = ReviewApp(example_data, report, tmp_path / "v.jsonl", label_issues=folder / "label_issues.json",
+                    raise_errors=True)
+    assert "rank" in app.table_header.value and "rank" in app.sort_by.options
+    app.sort_by.value = "rank"
+    assert app.order[:2] == ["7", "3"]
+    app.rank_filter.value = 1
+    assert app.order == ["7"] and app.current == "7"
+    picture = np.asarray(Image.open(__import__("io").BytesIO(app.image.value)).convert("RGB"))
+    assert tuple(panels(picture, 4)[3][5, 5]) == (0, 0, 255)
+    assert "rank 1" in app.panel_titles.value and "label issue" in app.info.value
+    assert_no_error_shown(app)
