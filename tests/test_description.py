@@ -1,0 +1,124 @@
+"""The dataset description: dataset.json read and validated (errors name dataset.json and the key), the layouts
+recognised, the properties other modules rely on, and the JSON it writes back."""
+import json
+
+import pytest
+
+import description
+from description import IGNORE_INDEX, DatasetDescription, read_declared
+from errors import DataError
+from synthetic import write_dataset_json
+
+SPINE_JSON = description.Path(__file__).resolve().parents[1] / "data" / "spine-mri.dataset.json"
+
+
+def street(**overrides) -> DatasetDescription:
+    keys = {"name": "streets", "channel_names": {"0": "R", "1": "G", "2": "B"},
+            "labels": {"road": 3, "ignore": 255, "sky": 0, "car": 8}, **overrides}
+    return DatasetDescription(**keys)
+
+
+def test_classes_are_the_labels_without_ignore_in_value_order():
+    d = street()
+    assert d.classes == ("sky", "road", "car") and d.class_values == (0, 3, 8)
+    assert d.ignore_value == 255 and d.n_classes == 3 and d.n_channels == 3
+    assert list(d.labels) == ["sky", "road", "car", "ignore"]  # sorted by value
+    assert d.labels_text() == "0 sky, 3 road, 8 car, 255 ignore"
+    assert IGNORE_INDEX == 255
+    plain = DatasetDescription("em", {"0": "EM"}, {"membrane": 0, "cell": 255})
+    assert plain.ignore_value is None and plain.classes == ("membrane", "cell") and not plain.partial_labels
+    assert (plain.layout, plain.source, plain.images, plain.masks) == ("folders", "inferred", "images", "masks")
+
+
+def test_the_spine_example_description():
+    d = DatasetDescription(**json.loads(SPINE_JSON.read_text()))
+    assert d.classes == ("background", "disc", "vertebra") and d.partial_labels and d.n_channels == 1
+    assert d.audit == {"alternating": ["disc", "vertebra"], "extent": True}  # passed through untouched
+
+
+def test_read_declared_gives_what_the_file_says_and_where_the_files_are(tmp_path):
+    assert read_declared(tmp_path) == {"source": "inferred", "name": tmp_path.name, "partial_labels": False,
+                                       "file_ending": None, "audit": {}, "layout": "folders", "images": "images",
+                                       "masks": "masks"}
+    path = write_dataset_json(tmp_path, name="EM", images="image", masks="label", channel_names={"0": "EM"},
+                              labels={"cell": 255, "membrane": 0}, partial_labels=True, numTraining=30,
+                              audit={"extent": True})
+    declared = read_declared(tmp_path)
+    assert declared["source"] == str(path) and declared["labels"] == {"membrane": 0, "cell": 255}
+    assert (declared["layout"], declared["images"], declared["masks"]) == ("folders", "image", "label")
+    assert declared["partial_labels"] and declared["audit"] == {"extent": True}
+    assert DatasetDescription(**declared).declared
+
+
+def test_nnunet_layout_is_recognised_from_its_folders(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    assert read_declared(tmp_path)["layout"] == "nnunet"
+    write_dataset_json(tmp_path, images="imagesTr", masks="labelsTr")  # named folders: paired by file stem
+    assert read_declared(tmp_path)["layout"] == "folders"
+    (tmp_path / "dataset.json").unlink()
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DataError, match="both images/ and imagesTr/"):
+        read_declared(tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["folders", "nnunet"])
+def test_to_json_reads_back_as_the_same_description(tmp_path, layout):
+    if layout == "nnunet":
+        (tmp_path / "imagesTr").mkdir()
+    d = street(layout=layout, partial_labels=True, audit={"extent": True}, file_ending=".png",
+               **({"images": "imagesTr", "masks": "labelsTr"} if layout == "nnunet" else {}))
+    (tmp_path / "dataset.json").write_text(d.to_json())
+    again = DatasetDescription(**read_declared(tmp_path))
+    assert again == street(layout=layout, partial_labels=True, audit={"extent": True}, file_ending=".png",
+                           source=str(tmp_path / "dataset.json"), name=d.name,
+                           **({"images": "imagesTr", "masks": "labelsTr"} if layout == "nnunet" else {}))
+    assert ("images" in json.loads(d.to_json())) == (layout == "folders")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("{'labels': 1}", "d/dataset.json: not valid JSON (line 1, column 2"),
+    ("[1, 2]", "d/dataset.json: expected a JSON object"),
+    ('{"labels": {"a": 0}, "labels": {"a": 1}}', "d/dataset.json: key 'labels' appears twice"),
+    ('{"labels": {"a": 0, "b": 1, "a": 2}}', "d/dataset.json: key 'a' appears twice"),
+    ('{"lables": {"a": 0}}', "d/dataset.json: unknown key 'lables'"),
+    ('{"modality": {"0": "CT"}}', "'modality' is nnU-Net v1's key"),
+    ('{"labels": {}}', "d/dataset.json: labels must be a non-empty object"),
+    ('{"labels": {"a": 0, "b": 0}}', "d/dataset.json: labels: 'a' and 'b' both have value 0"),
+    ('{"labels": {"a": 0, "b": [1, 2]}}', "labels: 'b' is a list of values (nnU-Net region-based training), not"),
+    ('{"labels": {"a": 0, "b": 1.5}}', "labels: 'b' has value 1.5, expected an integer"),
+    ('{"labels": {"a": 0, "b": true}}', "labels: 'b' has value True, expected an integer"),
+    ('{"labels": {"ignore": 255}}', "labels: no class besides 'ignore'"),
+    ('{"channel_names": {"0": "R", "1": "G"}}', "d/dataset.json: channel_names has 2 channels; supported: 1 (gray), 3"),
+    ('{"channel_names": {"1": "R"}}', "channel_names keys must be 0, got 1"),
+    ('{"channel_names": ["R"]}', "channel_names must be an object"),
+    ('{"partial_labels": "yes"}', "d/dataset.json: partial_labels must be true or false"),
+    ('{"file_ending": ".nii.gz"}', "d/dataset.json: file_ending must be one of"),
+    ('{"masks": "../elsewhere"}', "d/dataset.json: masks must be a folder name inside the data folder"),
+    ('{"audit": ["extent"]}', "d/dataset.json: audit must be an object"),
+])
+def test_bad_dataset_json_names_the_file_and_the_key(tmp_path, text, needle):
+    root = tmp_path / "d"
+    root.mkdir()
+    (root / "dataset.json").write_text(text)
+    with pytest.raises(DataError) as err:
+        read_declared(root)
+    assert needle in str(err.value) and len(err.value.problems) == 1, str(err.value)
+
+
+def test_class_count_limit():
+    DatasetDescription("many", {"0": "x"}, {f"c{v}": v for v in range(254)} | {"ignore": 255})
+    with pytest.raises(DataError, match="255 classes, at most 254"):
+        DatasetDescription("too many", {"0": "x"}, {f"c{v}": v for v in range(255)})
+
+
+def test_negative_and_large_label_values_are_fine():
+    d = DatasetDescription("odd", {"0": "x"}, {"low": -3, "high": 1000, "ignore": 7})
+    assert d.classes == ("low", "high") and d.class_values == (-3, 1000) and d.ignore_value == 7
+
+
+def test_construction_validates_like_the_file(tmp_path):
+    with pytest.raises(DataError, match="dataset description: labels: 'a' and 'b' both have value 1"):
+        DatasetDescription("x", {"0": "g"}, {"a": 1, "b": 1})
+    with pytest.raises(DataError, match="layout must be one of"):
+        DatasetDescription("x", {"0": "g"}, {"a": 1}, layout="flat")
