@@ -35,8 +35,8 @@ def loader_dataset(loader, split="train", epochs=None, prefetch=None, ready_time
 
     ready_times: a list to which the `time.perf_counter()` at which each batch is ready is appended, in order
     (to tell, against the training steps' start times, whether a step had to wait for its batch)."""
-    height, width = loader.batch_shape(split)
-    images = tf.TensorSpec((None, height, width, 1), tf.float32)
+    height, width = loader.batch_shape(split)  # None where batches of mixed-size images differ
+    images = tf.TensorSpec((None, height, width, loader.n_channels), tf.float32)
     masks = tf.TensorSpec((None, height, width, loader.n_classes), tf.float32)
 
     def batches():

@@ -1,15 +1,16 @@
-"""Read 2D images and integer masks, prove they are paired and aligned, and batch them for a Keras UNet.
+"""Find and pair image and mask files, read and validate them against the dataset description, split, cache
+and batch them for a Keras UNet.
 
 Also fetches the example spine-MRI data (hash-checked) and offers a CLI: `check DATA_DIR`, `fetch [DEST]`.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import re
 import sys
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import count
@@ -18,21 +19,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from augment import Augment, as_augment  # noqa: F401  (loader.Augment is a public name)
+from description import (CHANNEL_COUNTS, DESCRIPTION_FILE, IGNORE_INDEX, IGNORE_LABEL, IMAGE_SUFFIXES,
+                         MASK_SUFFIXES, MAX_CLASSES, DatasetDescription, read_declared)
 from errors import DataError  # noqa: F401  (loader.DataError is the public name)
+from verdicts import ReviewLog
 
 PROJECT_DIR = Path(__file__).resolve().parent
-LABELS = ("background", "disc", "vertebra")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
-MASK_SUFFIXES = (".npy", ".png")
 REMAINDER_POLICIES = ("fill", "drop", "keep")
 SPLITS = ("train", "val", "test")
 SET_ASIDE = "excluded"  # optional key of explicit splits: examples read and checked but never batched
+NNUNET_IMAGE_NAME = re.compile(r"(.+)_(\d{4})")  # imagesTr/NAME_0000.png: case NAME, channel 0000
 
 EXAMPLE_DATA_URL = (
     "https://raw.githubusercontent.com/sulaimanvesal/vertebraeSegementation/"
     "edbc59b45b516a82a3c8ae11cd850ba6c450aa2e/input/"
 )
 EXAMPLE_DATA_DIR = PROJECT_DIR / "data" / "spine-mri"
+EXAMPLE_DESCRIPTION = PROJECT_DIR / "data" / "spine-mri.dataset.json"  # written into the fetched folder
 DATASET_CARD = PROJECT_DIR / "data" / "README.md"
 
 
@@ -49,56 +53,161 @@ def _short(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def _files_by_stem(folder: Path, suffixes) -> dict[str, Path]:
-    """Map stem -> file for the visible files of `folder`; refuse unknown types and clashing stems."""
+def _plain_name(path: Path):
+    """(pair name, problem): a file's name without its extension."""
+    return path.stem, None
+
+
+def _nnunet_image_name(path: Path):
+    """(pair name, problem): NAME of `imagesTr/NAME_0000.EXT`; other channel files are refused."""
+    match = NNUNET_IMAGE_NAME.fullmatch(path.stem)
+    if not match:
+        return None, f"{_short(path)}: nnU-Net image names end in _0000 before the extension (NAME_0000{path.suffix})"
+    if match.group(2) != "0000":
+        return None, (f"{_short(path)}: channel file _{match.group(2)}: separate channel files are not supported "
+                      f"(one _0000 file per case, RGB in one file)")
+    return match.group(1), None
+
+
+def _files_by_name(folder: Path, suffixes, file_ending, name_of=_plain_name) -> dict[str, Path]:
+    """Map pair name -> file for the visible files of `folder`; refuse unknown types and clashing names.
+
+    With a `file_ending`, files with another ending are not considered (nnU-Net's convention)."""
     problems, found = [], {}
     for path in folder.iterdir():
         if path.name.startswith("."):  # .DS_Store, .ipynb_checkpoints, editor swap files
             continue
         if path.is_dir():
             problems.append(f"{_short(path)}: unexpected folder inside {folder.name}/")
-        elif path.suffix.lower() not in suffixes:
+            continue
+        if file_ending and path.suffix.lower() != file_ending.lower():
+            continue
+        if path.suffix.lower() not in suffixes:
             problems.append(f"{_short(path)}: unsupported file type (expected one of {', '.join(suffixes)})")
-        elif path.stem in found:
-            problems.append(f"{_short(path)} and {_short(found[path.stem])}: two files for example {path.stem}")
+            continue
+        name, problem = name_of(path)
+        if problem:
+            problems.append(problem)
+        elif name in found:
+            problems.append(f"{_short(path)} and {_short(found[name])}: two files for example {name}")
         else:
-            found[path.stem] = path
+            found[name] = path
     if problems:
         raise DataError(problems)
     return found
 
 
 def pair_files(data_dir) -> dict[str, tuple[Path, Path]]:
-    """Pair `images/NAME.*` with `masks/NAME.*` by file stem; returns {name: (image, mask)} in natural order."""
+    """Pair each image with its mask by name, never by position: {name: (image, mask)} in natural order.
+
+    Folders and layout come from `data_dir/dataset.json` if there is one: images/NAME.* with masks/NAME.*
+    (or the folders it names), or nnU-Net's imagesTr/NAME_0000.EXT with labelsTr/NAME.EXT."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such data folder")
-    folders = {kind: data_dir / kind for kind in ("images", "masks")}
-    missing = [f"{data_dir}: no {kind}/ folder" for kind, folder in folders.items() if not folder.is_dir()]
+    return _pair_files(data_dir, read_declared(data_dir))
+
+
+def _pair_files(data_dir: Path, declared: dict) -> dict[str, tuple[Path, Path]]:
+    folders = {kind: data_dir / declared[kind] for kind in ("images", "masks")}
+    missing = [f"{data_dir}: no {declared[kind]}/ folder" for kind, folder in folders.items() if not folder.is_dir()]
     if missing:
         raise DataError(missing)
-    images = _files_by_stem(folders["images"], IMAGE_SUFFIXES)
-    masks = _files_by_stem(folders["masks"], MASK_SUFFIXES)
-    problems = [f"{data_dir / kind}: empty folder" for kind, found in (("images", images), ("masks", masks)) if not found]
+    name_of = _nnunet_image_name if declared["layout"] == "nnunet" else _plain_name
+    images = _files_by_name(folders["images"], IMAGE_SUFFIXES, declared["file_ending"], name_of)
+    masks = _files_by_name(folders["masks"], MASK_SUFFIXES, declared["file_ending"])
+    problems = [f"{folders[kind]}: empty folder" for kind, found in (("images", images), ("masks", masks)) if not found]
     if problems:
         raise DataError(problems)
-    for kind, orphans, other in (("images", images.keys() - masks, "mask"), ("masks", masks.keys() - images, "image")):
-        for name in sorted(orphans, key=natural_key):
-            found = (images if kind == "images" else masks)[name]
-            problems.append(f"{_short(found)}: no matching {other} for example {name}")
+    for found, other_found, other in ((images, masks, "mask"), (masks, images, "image")):
+        for name in sorted(found.keys() - other_found, key=natural_key):
+            problems.append(f"{_short(found[name])}: no matching {other} for example {name}")
     if problems:
         raise DataError(problems)
     return {name: (images[name], masks[name]) for name in sorted(images, key=natural_key)}
 
 
+# ---------------------------------------------------------------- file headers (nothing decoded)
+
+MODE_DTYPES = {"1": "bool", "L": "uint8", "P": "uint8", "RGB": "uint8", "YCbCr": "uint8", "LA": "uint8",
+               "PA": "uint8", "RGBA": "uint8", "RGBX": "uint8", "CMYK": "uint8", "I;16": "uint16",
+               "I;16B": "uint16", "I;16L": "uint16", "I;16N": "uint16", "I": "int32", "F": "float32"}
+SINGLE_CHANNEL_MASK_MODES = ("1", "L", "P", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """What a file's header says, before any pixel is decoded."""
+
+    size: tuple  # (H, W)
+    channels: int  # as the loader will read it: a palette image is RGB, a palette mask holds label values
+    dtype: np.dtype
+    kind: str  # PIL mode ("L", "RGB", "I;16", ...) or "npy", for messages
+
+
+def read_header(path: Path, mask: bool = False) -> FileHeader:
+    """Size, channels and dtype of an image or mask file from its header only (PIL without decoding, or the
+    .npy header through a memory map, which also finds a .npy shorter than its header says)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        array = _load_npy(path, mmap_mode="r")
+        if array.ndim not in (2, 3):
+            raise DataError(f"{_short(path)}: shape {_dims(array.shape)}, expected HxW or HxWxC")
+        channels = array.shape[2] if array.ndim == 3 else 1
+        return FileHeader(tuple(array.shape[:2]), channels, array.dtype, "npy")
+    try:
+        with Image.open(path) as img:
+            mode, (width, height) = img.mode, img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{_short(path)}: unreadable image ({err})") from None
+    if mode not in MODE_DTYPES:
+        raise DataError(f"{_short(path)}: unsupported image mode {mode}")
+    channels = 3 if mode == "P" and not mask else Image.getmodebands(mode)
+    return FileHeader((height, width), channels, np.dtype(MODE_DTYPES[mode]), mode)
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _channels_text(header: FileHeader) -> str:
+    return f"{header.channels} channel{'s' if header.channels != 1 else ''} ({header.kind})"
+
+
+def header_problems(paths, headers, n_channels: int, declared: bool) -> list[str]:
+    """What the headers of one pair already show to be wrong: channels, dtype, sizes (one line each)."""
+    (image_path, mask_path), (image, mask) = paths, headers
+    problems = []
+    if image.channels not in CHANNEL_COUNTS:
+        problems.append(f"{_short(image_path)}: {_channels_text(image)}; images must have "
+                        f"{' or '.join(f'{n} ({kind})' for n, kind in CHANNEL_COUNTS.items())} channels")
+    elif image.channels != n_channels:
+        expected = (f"{DESCRIPTION_FILE} channel_names has {n_channels}" if declared else
+                    f"most images have {n_channels} (without {DESCRIPTION_FILE} channel_names, that decides)")
+        problems.append(f"{_short(image_path)}: {_channels_text(image)}, but {expected}")
+    if image.dtype.kind not in "iubf":
+        problems.append(f"{_short(image_path)}: unsupported image dtype {image.dtype}")
+    if 0 in image.size:
+        problems.append(f"{_short(image_path)}: empty image ({_dims(image.size)})")
+    if mask.channels != 1:
+        problems.append(f"{_short(mask_path)}: {'RGB' if mask.kind.startswith('RGB') else _channels_text(mask)} "
+                        f"mask, expected one channel of label values")
+    if mask.dtype.kind not in "iubf":
+        problems.append(f"{_short(mask_path)}: unsupported mask dtype {mask.dtype}")
+    if image.size != mask.size:
+        problems.append(f"{_short(mask_path)}: shape {_dims(mask.size)}, image {_short(image_path)} is "
+                        f"{_dims(image.size)}")
+    return problems
+
+
 # ---------------------------------------------------------------- reading and validating files
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path, mmap_mode=None) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)  # never unpickle: .npy files may come from anywhere
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)  # never unpickle: files may come from anywhere
     except ValueError as err:
-        if "pickle" in str(err).lower():
+        if "pickle" in str(err).lower() or "python objects" in str(err).lower():
             raise DataError(f"{_short(path)}: object array (needs pickle), refused") from None
         raise DataError(f"{_short(path)}: unreadable or truncated .npy ({err})") from None
     except (OSError, EOFError) as err:
@@ -114,35 +223,28 @@ def _load_pil(path: Path) -> Image.Image:
         raise DataError(f"{_short(path)}: unreadable or truncated image ({err})") from None
 
 
-def _squeeze_channel(array: np.ndarray, path: Path, what: str) -> np.ndarray:
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 2:
-        raise DataError(f"{_short(path)}: {what} has shape {'x'.join(map(str, array.shape))}, expected HxW")
-    return array
+def read_image(path: Path, n_channels: int) -> np.ndarray:
+    """Read one image as (H, W, C), C = n_channels: uint8 when the file is 8-bit, else float32 in [0, 1].
 
-
-def read_image_raw(path: Path) -> np.ndarray:
-    """Read one image as a 2D array: uint8 when the file is 8-bit, else float32 in [0, 1].
-
-    Colour images (RGB/RGBA/palette) are converted to grayscale with the ITU-R 601-2 luma weights;
-    16-bit images are scaled by 1/65535; float `.npy` images must already lie in [0, 1].
+    Never converted between gray and colour (a channel count other than n_channels is an error); palette
+    images are read as RGB; 16-bit images are scaled by 1/65535; float images must already lie in [0, 1].
     """
     path = Path(path)
     if path.suffix.lower() == ".npy":
         array = _load_npy(path)
-        if array.ndim == 3 and array.shape[-1] in (3, 4):
-            array = array[..., :3] @ np.array([0.299, 0.587, 0.114])
-            array = array.astype(np.float32) / (255 if array.max() > 1 else 1)
     else:
         img = _load_pil(path)
-        if img.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "1"):
-            img = img.convert("L")
+        if img.mode in ("1", "P", "YCbCr"):
+            img = img.convert("L" if img.mode == "1" else "RGB")
         array = np.asarray(img)
-    array = _squeeze_channel(array, path, "image")
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] != n_channels:
+        raise DataError(f"{_short(path)}: image has shape {_dims(array.shape)}, expected HxWx{n_channels}")
     if array.dtype == np.uint8:
         return array
-    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.max(initial=0) > 255):
+    sixteen_bit = array.dtype.kind == "u" and array.dtype.itemsize == 2  # any byte order
+    if sixteen_bit or (array.dtype.kind in "iu" and array.max(initial=0) > 255):
         return (array.astype(np.float32) / 65535).clip(0, 1)
     if array.dtype.kind in "iub":
         if array.min(initial=0) < 0:
@@ -158,45 +260,70 @@ def read_image_raw(path: Path) -> np.ndarray:
     raise DataError(f"{_short(path)}: unsupported image dtype {array.dtype}")
 
 
-def read_mask_raw(path: Path, n_classes: int = len(LABELS)) -> np.ndarray:
-    """Read one mask as a 2D uint8 label map; refuse non-integer values, NaN and labels >= n_classes."""
+def read_mask_values(path: Path) -> np.ndarray:
+    """Read one mask's label values as a 2D integer (or integer-valued float) array; refuses colour masks,
+    NaN and fractions. A 1-bit PNG reads as 0/255, as image viewers show it."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
         array = _load_npy(path)
     else:
         img = _load_pil(path)
-        if img.mode not in ("L", "P", "I", "I;16", "1"):
-            raise DataError(f"{_short(path)}: {img.mode} mask, expected single-channel integer labels")
-        array = np.asarray(img)
-    array = _squeeze_channel(array, path, "mask")
+        if img.mode not in SINGLE_CHANNEL_MASK_MODES:
+            raise DataError(f"{_short(path)}: {img.mode} mask, expected one channel of label values")
+        array = np.asarray(img.convert("L") if img.mode == "1" else img)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise DataError(f"{_short(path)}: mask has shape {_dims(array.shape)}, "
+                        f"expected one channel of label values (HxW)")
     if array.dtype.kind == "f":
         if np.isnan(array).any():
             raise DataError(f"{_short(path)}: mask holds NaN")
         if not np.array_equal(array, np.round(array)):
             raise DataError(f"{_short(path)}: mask is not integer-valued (dtype {array.dtype})")
-    elif array.dtype.kind not in "iub":
+    elif array.dtype.kind == "b":
+        array = array.view(np.uint8)
+    elif array.dtype.kind not in "iu":
         raise DataError(f"{_short(path)}: unsupported mask dtype {array.dtype}")
-    if array.size and (array.min() < 0 or array.max() >= n_classes):
-        bad = np.unique(array[(array < 0) | (array >= n_classes)])
-        values = ", ".join(f"{v:g}" for v in bad[:5])
-        raise DataError(f"{_short(path)}: label value(s) {values} outside the label set 0..{n_classes - 1}")
-    return array.astype(np.uint8)
+    return array
 
 
-def read_pair(image_path: Path, mask_path: Path, n_classes: int = len(LABELS)):
-    """Read and validate one pair: (image 2D uint8/float32, mask 2D uint8) with equal shapes."""
-    image = read_image_raw(image_path)
-    mask = read_mask_raw(mask_path, n_classes)
-    if image.shape != mask.shape:
-        raise DataError(
-            f"{_short(Path(mask_path))}: shape {'x'.join(map(str, mask.shape))}, "
-            f"image {_short(Path(image_path))} is {'x'.join(map(str, image.shape))}"
-        )
-    return image, mask
+def mask_to_labels(values: np.ndarray, description: DatasetDescription, path: Path) -> np.ndarray:
+    """Mask values -> uint8 label map: the class index (rank of the value among the classes), IGNORE_INDEX for
+    the ignore value; a value not in the description's labels is an error naming it."""
+    known = np.array(list(description.labels.values()))  # sorted by value
+    rank = {name: k for k, name in enumerate(description.classes)}
+    index = np.array([rank.get(name, IGNORE_INDEX) for name in description.labels], dtype=np.int16)
+    if values.dtype == np.uint8:  # a 256-entry table is ~10x cheaper than a search per pixel
+        table = np.full(256, -1, dtype=np.int16)
+        fits = (known >= 0) & (known <= 255)
+        table[known[fits]] = index[fits]
+        found = table[values]
+    else:
+        position = np.searchsorted(known, values).clip(0, len(known) - 1)
+        found = np.where(known[position] == values, index[position], -1)
+    unknown = found < 0
+    if unknown.any():
+        bad = np.unique(values[unknown])
+        listed = ", ".join(f"{v:g}" for v in bad[:5]) + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+        where = f"{DESCRIPTION_FILE} labels" if description.declared else "the labels found in the masks"
+        raise DataError(f"{_short(Path(path))}: value{'s' if len(bad) > 1 else ''} {listed} "
+                        f"{'are' if len(bad) > 1 else 'is'} not in {where} ({description.labels_text()})")
+    return found.astype(np.uint8)
+
+
+def read_pair(image_path: Path, mask_path: Path, description: DatasetDescription):
+    """Read and validate one pair: image (H, W, C) uint8 or float32, label map (H, W) uint8 of the same size."""
+    image = read_image(image_path, description.n_channels)
+    labels = mask_to_labels(read_mask_values(mask_path), description, mask_path)
+    if image.shape[:2] != labels.shape:
+        raise DataError(f"{_short(Path(mask_path))}: shape {_dims(labels.shape)}, image {_short(Path(image_path))} "
+                        f"is {_dims(image.shape[:2])}")
+    return image, labels
 
 
 def image_to_float(image: np.ndarray) -> np.ndarray:
-    """uint8 or float32 2D image -> float32 2D in [0, 1]."""
+    """uint8 or float32 image (any shape) -> float32 in [0, 1]."""
     return image * np.float32(1 / 255) if image.dtype == np.uint8 else image.astype(np.float32, copy=False)
 
 
@@ -228,7 +355,7 @@ def _fill_batch(raw_images, masks, images, onehot) -> None:
     """
 
     def fill(part):  # whole-batch slices: a few long vectorised loops instead of 4 short ones per example
-        _float_into(raw_images[part], images[part, ..., 0])
+        _float_into(raw_images[part], images[part])
         _one_hot_into(masks[part], onehot[part])
 
     n_parts = min(_ASSEMBLY_THREADS, len(images))
@@ -243,7 +370,8 @@ def _fill_batch(raw_images, masks, images, onehot) -> None:
 
 
 def _one_hot_into(masks: np.ndarray, out: np.ndarray) -> None:
-    """Write the float32 one-hot encoding of the uint8 label maps `masks` (..., H, W) into `out` (..., H, W, C)."""
+    """Write the float32 one-hot encoding of the uint8 label maps `masks` (..., H, W) into `out` (..., H, W, K);
+    IGNORE_INDEX (ignore and padding) equals no class, so its row is all zero."""
     # one flat comparison per class: ~6x cheaper than np.eye(C)[mask] or than comparing mask[..., None]
     # with all classes at once (both run an inner loop only C long per pixel); see bench/README.md.
     # The comparison goes to a contiguous bool buffer and is cast from its uint8 view: casting bool to float
@@ -252,6 +380,141 @@ def _one_hot_into(masks: np.ndarray, out: np.ndarray) -> None:
     for c in range(out.shape[-1]):
         np.equal(masks, c, out=is_class)
         np.copyto(out[..., c], is_class.view(np.uint8), casting="unsafe")
+
+
+def assemble_batch(pairs, shape, n_classes: int):
+    """float32 images (B, H, W, C) and one-hot float32 (B, H, W, K) of `pairs` [(image, label map)], each placed
+    top-left in (H, W) `shape`: padding bottom/right is 0 in the image and an all-zero one-hot row."""
+    n, channels = len(pairs), pairs[0][0].shape[-1]
+    eight_bit = all(image.dtype == np.uint8 for image, _ in pairs)  # else every image goes to float first
+    padded = any(labels.shape != tuple(shape) for _, labels in pairs)
+    allocate = np.zeros if padded else np.empty
+    raw = allocate((n, *shape, channels), dtype=np.uint8 if eight_bit else np.float32)
+    masks = np.full((n, *shape), IGNORE_INDEX, dtype=np.uint8) if padded else np.empty((n, *shape), np.uint8)
+    for k, (image, labels) in enumerate(pairs):
+        height, width = labels.shape
+        raw[k, :height, :width] = image if eight_bit else image_to_float(image)
+        masks[k, :height, :width] = labels
+    # fresh arrays every batch, so callers may keep them; glibc reuses the freed blocks, so this is cheap
+    images = np.empty((n, *shape, channels), dtype=np.float32)
+    onehot = np.empty((n, *shape, n_classes), dtype=np.float32)
+    _fill_batch(raw, masks, images, onehot)
+    return images, onehot
+
+
+def padded_size(size, multiple: int) -> tuple:
+    """(H, W) `size` with each side rounded up to a multiple of `multiple`."""
+    return tuple(-(-int(side) // multiple) * multiple for side in size)
+
+
+# ---------------------------------------------------------------- describing a dataset
+
+
+def _progress(iterable, total, enabled, desc, unit="pair"):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit)
+
+
+def _map_names(read, names, workers: int, progress: bool = False, desc: str = ""):
+    """Run `read(name)` for every name in threads: ({name: result}, {name: problem lines}), each in `names` order.
+
+    PNG/zlib decoding and np.load release the GIL, so the threads overlap."""
+
+    def attempt(name):
+        try:
+            return read(name), None
+        except DataError as err:
+            return None, err.problems
+
+    results, problems = {}, {}
+    with ThreadPoolExecutor(max(1, min(workers, len(names)))) as pool:
+        for name, (result, lines) in zip(names, _progress(pool.map(attempt, names), len(names), progress, desc)):
+            if lines:
+                problems[name] = lines
+            else:
+                results[name] = result
+    return results, problems
+
+
+def _pair_headers(paths) -> tuple[FileHeader, FileHeader]:
+    """The headers of (image, mask); both files' problems together."""
+    headers, problems = [], []
+    for path, mask in zip(paths, (False, True)):
+        try:
+            headers.append(read_header(path, mask))
+        except DataError as err:
+            problems += err.problems
+    if problems:
+        raise DataError(problems)
+    return tuple(headers)
+
+
+def _inferred_channel_names(headers) -> dict:
+    """Channels of a dataset without channel_names: those of most images, gray (1) or RGB (3); the images
+    with another count are then errors, so one stray colour image is named, not every gray one."""
+    counts = Counter(image.channels for image, _ in headers.values() if image.channels in CHANNEL_COUNTS)
+    n_channels = max(counts, key=lambda n: (counts[n], n)) if counts else 1
+    return {"0": "R", "1": "G", "2": "B"} if n_channels == 3 else {"0": "gray"}
+
+
+def _inferred_labels(data_dir, pairs, names, workers, progress):
+    """({"value": value} for every distinct mask value of `names`, {name: problem lines})."""
+    distinct, problems = _map_names(lambda name: np.unique(read_mask_values(pairs[name][1])), names, workers,
+                                    progress, "reading masks")
+    values = np.unique(np.concatenate(list(distinct.values()))) if distinct else np.array([])
+    if len(values) > MAX_CLASSES:
+        listed = ", ".join(f"{v:g}" for v in values[:8])
+        raise DataError(f"{data_dir}: the masks hold {len(values)} distinct values ({listed}, ...); at most "
+                        f"{MAX_CLASSES} classes: give the labels in {DESCRIPTION_FILE}")
+    return {str(int(v)): int(v) for v in values}, problems
+
+
+def _inspect(data_dir, workers: int, progress=None):
+    """Everything known before any pixel is kept: (description, pairs, headers, problems {name: lines}).
+
+    Reads every file's header; reads every mask only when the labels have to be inferred."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such data folder")
+    declared = read_declared(data_dir)
+    pairs = _pair_files(data_dir, declared)
+    progress = len(pairs) >= 200 if progress is None else progress
+    headers, problems = _map_names(lambda name: _pair_headers(pairs[name]), list(pairs), workers)
+    channel_names = declared.get("channel_names") or _inferred_channel_names(headers)
+    for name, pair_headers in headers.items():
+        lines = header_problems(pairs[name], pair_headers, len(channel_names), "channel_names" in declared)
+        if lines:
+            problems[name] = lines
+    labels = declared.get("labels")
+    if labels is None:
+        labels, more = _inferred_labels(data_dir, pairs, [n for n in pairs if n not in problems], workers, progress)
+        problems.update(more)
+        if not labels:  # no mask could be read: nothing to describe, only problems to report
+            raise DataError(_problem_lines(problems, pairs))
+    description = DatasetDescription(**{**declared, "channel_names": channel_names, "labels": labels})
+    return description, pairs, headers, problems
+
+
+def _problem_lines(problems: dict, names) -> list[str]:
+    """Every problem line, in the natural order of the examples."""
+    return [line for name in names for line in problems.get(name, [])]
+
+
+def describe(data_dir) -> DatasetDescription:
+    """The complete description of `data_dir`: its dataset.json, with labels (the distinct mask values, named
+    by value) and channels (those of most images: gray or RGB) inferred where it gives none, or where there is
+    none. Reads every file's header, and every mask when labels are inferred; DataError lists every problem."""
+    description, pairs, _, problems = _inspect(data_dir, _default_workers())
+    if problems:
+        raise DataError(_problem_lines(problems, pairs))
+    return description
+
+
+def _default_workers() -> int:
+    return min(8, (os.cpu_count() or 1) + 2)
 
 
 # ---------------------------------------------------------------- splitting
@@ -323,132 +586,42 @@ def _checked_splits(splits: dict, names) -> dict[str, list[str]]:
     return {split: sorted(map(str, splits[split]), key=natural_key) for split in keys}
 
 
-# ---------------------------------------------------------------- augmentation
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Paired augmentation: geometry applied identically to image and mask, intensity to the image only.
-
-    Masks are resampled nearest-neighbour, so labels are never interpolated.
-    """
-
-    flip_lr: float = 0.5  # probability of a left-right flip
-    rotate_deg: float = 10.0  # rotation drawn from [-rotate_deg, rotate_deg]
-    scale: tuple = (0.9, 1.1)
-    shift: float = 0.05  # translation as a fraction of the image size
-    brightness: float = 0.1  # added offset drawn from [-brightness, brightness]
-    contrast: float = 0.15  # gain drawn from [1 - contrast, 1 + contrast]
-    gamma: tuple = (0.8, 1.25)
-    crop: int | None = None  # output a random crop x crop window of the augmented image (None: whole image)
-    # Rotation, zoom and shift resample the image bilinearly, which blurs it a little; with probability
-    # 1 - resample_probability a pair is only flipped (and cropped), its pixels copied exactly as at test time.
-    resample_probability: float = 1.0
-    # Elastic deformation: smooth random displacements (normal, this many px sd) drawn at control points
-    # `elastic_spacing` px apart and interpolated between them, on top of the affine map of resampled pairs.
-    elastic_px: float = 0.0
-    elastic_spacing: int = 64
-
-    def output_shape(self, shape) -> tuple:
-        """The (H, W) that `apply` returns for an input of `shape`: the crop, limited to the image, or `shape`."""
-        return tuple(shape) if self.crop is None else tuple(min(self.crop, side) for side in shape)
-
-    def geometry(self, rng: np.random.Generator, shape):
-        """Draw an affine map (matrix, offset) in output->input pixel coordinates, for scipy.ndimage, and whether
-        the pair is resampled (False: only flipped, see resample_probability)."""
-        angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg))
-        zoom = rng.uniform(*self.scale)
-        flip = -1.0 if rng.random() < self.flip_lr else 1.0
-        shift = rng.uniform(-self.shift, self.shift, size=2) * np.array(shape)
-        # drawn only when needed, so the default keeps the random stream (and results) it always had
-        resampled = not (self.resample_probability < 1.0 and rng.random() >= self.resample_probability)
-        if not resampled:
-            angle, zoom, shift = 0.0, 1.0, np.zeros(2)
-        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-        matrix = np.array([[cos, -sin], [sin, cos]]) @ np.diag([1.0, flip])
-        centre = (np.array(shape) - 1) / 2
-        offset = centre - matrix @ (centre + shift)
-        return matrix, offset, resampled
-
-    def displacement(self, rng: np.random.Generator, size) -> np.ndarray:
-        """A smooth random displacement field (2, H, W) in pixels: normal displacements (sd `elastic_px`) at
-        control points `elastic_spacing` px apart, interpolated by cubic splines between them."""
-        row_weights, col_weights = (_spline_weights(int(np.ceil(side / self.elastic_spacing)) + 1, side) for side in size)
-        control = rng.normal(0.0, self.elastic_px, size=(2, row_weights.shape[1], col_weights.shape[1]))
-        return row_weights @ control @ col_weights.T
-
-    def apply(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
-        """Augment one pair (2D float image in [0, 1], 2D integer mask); returns new arrays of `output_shape`.
-
-        A crop is resampled directly (the window moves the affine map's offset), so only its pixels are computed.
-        """
-        from scipy import ndimage
-
-        matrix, offset, resampled = self.geometry(rng, image.shape)
-        size = self.output_shape(image.shape)
-        if self.crop is not None:
-            corner = rng.integers(0, np.array(image.shape) - size, endpoint=True)
-            offset = offset + matrix @ corner
-        if self.elastic_px and resampled:
-            # output pixel o reads input pixel matrix @ (o + displacement(o)) + offset
-            warped = np.indices(size, dtype=np.float64) + self.displacement(rng, size)
-            coordinates = np.tensordot(matrix, warped, axes=1) + offset[:, None, None]
-            image = ndimage.map_coordinates(image, coordinates, order=1, mode="constant", cval=0.0)
-            mask = ndimage.map_coordinates(mask, coordinates, order=0, mode="constant", cval=0)
-        else:
-            image = ndimage.affine_transform(image, matrix, offset, output_shape=size, order=1, mode="constant", cval=0.0)
-            mask = ndimage.affine_transform(mask, matrix, offset, output_shape=size, order=0, mode="constant", cval=0)
-        gain = rng.uniform(1 - self.contrast, 1 + self.contrast)
-        bias = rng.uniform(-self.brightness, self.brightness)
-        gamma = rng.uniform(*self.gamma)
-        image = np.clip(image * gain + bias, 0, 1) ** gamma
-        return image.astype(np.float32), mask
-
-
-@functools.lru_cache(maxsize=16)
-def _spline_weights(points: int, side: int) -> np.ndarray:
-    """(side, points) matrix that interpolates `points` evenly spaced values to `side` pixels by a natural cubic
-    spline. Natural, not scipy's default "not-a-knot": about half as steep at the ends, so at 4 px sd and 64 px
-    spacing no neighbouring pixels crossed in 3,000 draws (steepest 0.8 px per px; "not-a-knot" reached 1.6).
-    Separable: a 160 x 160 field is two small matrix products, 0.7 ms against 3.8 ms by ndimage.map_coordinates."""
-    from scipy.interpolate import CubicSpline
-
-    weights = CubicSpline(np.arange(points), np.eye(points), bc_type="natural")(np.linspace(0, points - 1, side))
-    weights.flags.writeable = False  # cached and shared between calls
-    return weights
-
-
-def _as_augment(augment):
-    if augment is None or augment is False:
-        return None
-    if augment is True:
-        return Augment()
-    if isinstance(augment, Augment):
-        return augment
-    if isinstance(augment, dict):
-        return Augment(**augment)
-    raise TypeError(f"augment must be None, True, a dict or an Augment, got {type(augment).__name__}")
+def set_aside_reviewed_problems(splits: dict, review_log, names) -> dict:
+    """`splits` with the train examples whose latest verdict in `review_log` is "problem" moved to SET_ASIDE
+    (read and checked, never batched); val and test unchanged. A missing log file sets nothing aside."""
+    verdicts = ReviewLog(review_log).verdicts()
+    problems = {name for name, entry in verdicts.items() if entry["verdict"] == "problem"}
+    strangers = sorted(problems - set(names), key=natural_key)
+    if strangers:
+        warnings.warn(f"{review_log}: {len(strangers)} example(s) marked \"problem\" are not in this dataset "
+                      f"({', '.join(strangers[:5])}{', ...' if len(strangers) > 5 else ''})", stacklevel=3)
+    moved = [name for name in splits["train"] if name in problems]
+    if not moved:
+        return splits
+    return {**splits, "train": [name for name in splits["train"] if name not in problems],
+            SET_ASIDE: sorted([*splits.get(SET_ASIDE, []), *moved], key=natural_key)}
 
 
 # ---------------------------------------------------------------- the loader
 
 
-def _progress(iterable, total, enabled, desc, unit="pair"):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit=unit)
-
-
 class DataLoader:
-    """Paired images and masks from `data_dir/images` and `data_dir/masks`, split and batched.
+    """Paired images and masks of `data_dir`, as its dataset.json describes them (or as `describe` infers them
+    without one), validated, split and batched.
 
     split: (train, val, test) fractions, or an explicit {"train": [...], "val": [...], "test": [...]}
-    (e.g. from `kfold_splits`); remainder: how the last short batch of an epoch is handled --
-    "fill" tops it up with other random examples of the same split, "drop" drops it, "keep" yields it short.
-    cache: decode every pair once (uint8 where possible); False streams each batch from disk.
+    (e.g. from `kfold_splits`, optionally with SET_ASIDE: [...]); remainder: how the last short batch of an
+    epoch is handled -- "fill" tops it up with other random examples of the same split, "drop" drops it,
+    "keep" yields it short.
+    cache: decode every pair once at construction (uint8 where possible); False reads each batch from disk,
+    checking every file's header (size, channels, dtype) at construction and the values as they are read.
     augment: None, True (default `Augment()`), a dict of `Augment` fields or an `Augment`; train split only.
+    pad_multiple: batches are padded bottom/right to their largest image (or the train crop), rounded up to a
+    multiple of this (the UNet's 32; 1: no rounding); padding is 0 in the image and carries no target.
+    review_log: a review verdict log (`verdicts.ReviewLog`); train examples whose latest verdict there is
+    "problem" are set aside (SET_ASIDE), val and test stay as they are.
     """
 
     def __init__(
@@ -460,7 +633,8 @@ class DataLoader:
         remainder: str = "fill",
         cache: bool = True,
         augment=None,
-        labels=LABELS,
+        pad_multiple: int = 32,
+        review_log=None,
         workers: int | None = None,
         progress: bool | None = None,
     ):
@@ -468,55 +642,49 @@ class DataLoader:
             raise ValueError(f"remainder must be one of {REMAINDER_POLICIES}, got {remainder!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if int(pad_multiple) < 1:
+            raise ValueError(f"pad_multiple must be at least 1, got {pad_multiple}")
         self.data_dir = Path(data_dir)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.remainder = remainder
-        self.labels = tuple(labels)
-        self.n_classes = len(self.labels)
-        self.augment = _as_augment(augment)
-        self.pairs = pair_files(self.data_dir)
+        self.pad_multiple = int(pad_multiple)
+        self.augment = as_augment(augment)
+        self._workers = workers or _default_workers()
+        self.description, self.pairs, headers, problems = _inspect(self.data_dir, self._workers, progress)
+        self.labels = self.description.classes
+        self.n_classes = self.description.n_classes
+        self.n_channels = self.description.n_channels
         self.names = list(self.pairs)
+        self._progress = len(self.names) >= 200 if progress is None else progress
         self.splits = (_checked_splits(split, self.names) if isinstance(split, dict)
                        else split_names(self.names, split, self.seed))
-        self._workers = workers or min(8, (os.cpu_count() or 1) + 2)
-        self._progress = len(self.names) >= 200 if progress is None else progress
+        if review_log is not None:
+            self.splits = set_aside_reviewed_problems(self.splits, review_log, self.names)
         self._index = {name: i for i, name in enumerate(self.names)}
         self.cache = bool(cache)
         self._images = self._masks = None
         if self.cache:
-            self._images, self._masks = self._decode_all()
-        self.shape = self._images.shape[1:] if self.cache else read_pair(*self.pairs[self.names[0]], self.n_classes)[1].shape
+            decoded, more = self._decode_all([name for name in self.names if name not in problems])
+            problems.update(more)
+        if problems:
+            raise DataError(_problem_lines(problems, self.names))
+        if self.cache:
+            self._images = [decoded[name][0] for name in self.names]
+            self._masks = [decoded[name][1] for name in self.names]
+        self.sizes = {name: headers[name][0].size for name in self.names}  # (H, W) of each example
 
     # -- reading
 
-    def _decode_all(self):
-        """Decode every pair once, in parallel threads, into two compact arrays (N, H, W)."""
-        first_image, first_mask = read_pair(*self.pairs[self.names[0]], self.n_classes)
-        n = len(self.names)
-        images = np.empty((n, *first_image.shape), dtype=first_image.dtype)
-        masks = np.empty((n, *first_mask.shape), dtype=np.uint8)
-
-        def decode(i):
-            name = self.names[i]
-            try:
-                image, mask = read_pair(*self.pairs[name], self.n_classes)
-            except DataError as err:
-                return err.problems
-            if image.shape != images.shape[1:]:
-                return [f"{_short(self.pairs[name][0])}: shape {'x'.join(map(str, image.shape))}, "
-                        f"other images are {'x'.join(map(str, images.shape[1:]))}"]
-            if image.dtype != images.dtype:
-                return [f"{_short(self.pairs[name][0])}: {image.dtype} image among {images.dtype} images"]
-            images[i], masks[i] = image, mask
-            return []
-
-        with ThreadPoolExecutor(self._workers) as pool:
-            results = _progress(pool.map(decode, range(n)), n, self._progress, "decoding")
-            problems = [line for lines in results for line in lines]
-        if problems:
-            raise DataError(problems)
-        return images, masks
+    def _decode_all(self, names):
+        """Decode every pair of `names` once, in threads, into per-pair arrays (so images may differ in size):
+        ({name: (image, label map)}, {name: problem lines})."""
+        decoded, problems = _map_names(lambda name: read_pair(*self.pairs[name], self.description), names,
+                                       self._workers, self._progress, "decoding")
+        for arrays in decoded.values():
+            for array in arrays:
+                array.flags.writeable = False  # shared by every batch: a caller's edit must not corrupt it
+        return decoded, problems
 
     def _row(self, name) -> int:
         if name not in self._index:
@@ -524,46 +692,36 @@ class DataLoader:
         return self._index[name]
 
     def _read_checked(self, name):
-        """Read one pair from disk (streaming) and check its shape against the first image."""
+        """Read one pair from disk (streaming) and check it still has the size its header had at construction."""
         self._row(name)  # unknown names fail with KeyError before any file is opened
-        image, mask = read_pair(*self.pairs[name], self.n_classes)
-        if image.shape != tuple(self.shape):
-            raise DataError(f"{_short(self.pairs[name][0])}: shape {'x'.join(map(str, image.shape))}, "
-                            f"expected {'x'.join(map(str, self.shape))} like the first image")
-        return image, mask
+        image, labels = read_pair(*self.pairs[name], self.description)
+        if labels.shape != self.sizes[name]:
+            raise DataError(f"{_short(self.pairs[name][0])}: shape {_dims(labels.shape)}, but "
+                            f"{_dims(self.sizes[name])} when the loader was built (file changed?)")
+        return image, labels
 
     def raw_pair(self, name):
-        """The stored arrays of `name`: image (H, W) uint8 (or float32 in [0, 1]) and mask (H, W) uint8.
-
-        From the cache these are views, not copies: read them, do not modify them.
-        """
+        """The stored arrays of `name`: image (H, W, C) uint8 (or float32 in [0, 1]) and label map (H, W) uint8
+        (class index, IGNORE_INDEX = ignore). From the cache these are read-only views, not copies."""
+        i = self._row(name)
         if self.cache:
-            i = self._row(name)
             return self._images[i], self._masks[i]
         return self._read_checked(name)
 
-    def _raw_batch(self, names):
-        """Images (B, H, W) uint8 or float32 and masks (B, H, W) uint8 of `names`, from the cache or disk."""
+    def _raw_batch(self, names) -> list:
+        """[(image, label map)] of `names`, from the cache or from disk."""
         if self.cache:
-            rows = [self._row(name) for name in names]
-            return self._images[rows], self._masks[rows]
-        # PNG/zlib decoding and np.load release the GIL, so threads overlap the reads of one batch;
+            return [self.raw_pair(name) for name in names]
         # map() re-raises the first failing name in batch order, as a sequential loop would
         with ThreadPoolExecutor(max(1, min(self._workers, len(names)))) as pool:
-            pairs = list(pool.map(self._read_checked, names))
-        eight_bit = all(image.dtype == np.uint8 for image, _ in pairs)  # else convert each file on its own
-        images = np.empty((len(pairs), *self.shape), dtype=np.uint8 if eight_bit else np.float32)
-        masks = np.empty((len(pairs), *self.shape), dtype=np.uint8)
-        for k, (image, mask) in enumerate(pairs):
-            images[k], masks[k] = image if eight_bit else image_to_float(image), mask
-        return images, masks
+            return list(pool.map(self._read_checked, names))
 
     def get_image(self, name) -> np.ndarray:
-        """The image of example `name` as float32 (H, W, 1) in [0, 1]."""
-        return image_to_float(self.raw_pair(name)[0])[..., None].astype(np.float32, copy=True)
+        """The image of example `name` as float32 (H, W, C) in [0, 1], at its own size."""
+        return image_to_float(self.raw_pair(name)[0]).astype(np.float32, copy=True)
 
     def get_mask(self, name) -> np.ndarray:
-        """The mask of example `name` as integer (H, W) labels (uint8)."""
+        """The label map of example `name`: uint8 (H, W) class indices, IGNORE_INDEX where there is no target."""
         return self.raw_pair(name)[1].copy()
 
     def split_of(self, name) -> str:
@@ -611,34 +769,44 @@ class DataLoader:
         """The augmentation that applies to `split`: the train split's only."""
         return self.augment if split == "train" else None
 
+    def _crop_shape(self) -> tuple:
+        """(H, W) of every cropped train batch: the crop, limited to the largest image, rounded up to pad_multiple;
+        smaller images are padded to it, so train batches are uniform whatever the image sizes."""
+        largest = (max(h for h, _ in self.sizes.values()), max(w for _, w in self.sizes.values()))
+        return padded_size(self.augment.output_shape(largest), self.pad_multiple)
+
     def batch_shape(self, split="train") -> tuple:
-        """(H, W) of the batches of `split`: the augmentation's crop for the train split, else the image shape."""
+        """(H, W) of the batches of `split`, sides rounded up to pad_multiple: the crop for a cropping train
+        split, else the largest image of each batch; a side is None where the batches of `split` differ."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         augment = self._augment_for(split)
-        return augment.output_shape(self.shape) if augment else tuple(self.shape)
+        if augment and augment.crop is not None:
+            return self._crop_shape()
+        sides = {padded_size(self.sizes[name], self.pad_multiple) for name in self.splits[split]}
+        heights, widths = {h for h, _ in sides}, {w for _, w in sides}
+        return (heights.pop() if len(heights) == 1 else None, widths.pop() if len(widths) == 1 else None)
 
     def _augment_rng(self, split, epoch, step):
         return np.random.default_rng([self.seed, SPLITS.index(split), epoch, step, 1])
 
-    def batch_arrays(self, names, split="train", epoch: int = 0, step: int = 0):
-        """Assemble one batch: images float32 (B, H, W, 1), masks one-hot float32 (B, H, W, C).
+    def batch_arrays(self, names, split="val", epoch: int = 0, step: int = 0):
+        """Assemble one batch: images float32 (B, H, W, C), one-hot float32 (B, H, W, K), padded as `batch_shape`
+        says; ignore and padding pixels have an all-zero one-hot row (padding also a 0 image).
 
-        Augmentation (train split only) is seeded by (seed, epoch, step), so it is the same in every adapter.
+        Augmentation (split "train" only) is seeded by (seed, epoch, step), so it is the same in every adapter.
         """
         augment = self._augment_for(split)
-        shape = self.batch_shape(split)
-        # fresh arrays every batch, so callers may keep them; glibc reuses the freed blocks, so this is cheap
-        images = np.empty((len(names), *shape, 1), dtype=np.float32)
-        onehot = np.empty((len(names), *shape, self.n_classes), dtype=np.float32)
-        raw_images, masks = self._raw_batch(names)
-        if not augment:
-            _fill_batch(raw_images, masks, images, onehot)
-            return images, onehot
-        rng = self._augment_rng(split, epoch, step)
-        for i in range(len(names)):
-            image, mask = augment.apply(image_to_float(raw_images[i]), masks[i], rng)
-            images[i, ..., 0] = image
-            _one_hot_into(mask, onehot[i])
-        return images, onehot
+        pairs = self._raw_batch(names)
+        if augment:
+            rng = self._augment_rng(split, epoch, step)
+            pairs = [augment.apply(image_to_float(image), labels, rng) for image, labels in pairs]
+        if augment and augment.crop is not None:
+            shape = self._crop_shape()
+        else:
+            largest = np.max([labels.shape for _, labels in pairs], axis=0)
+            shape = padded_size(largest, self.pad_multiple)
+        return assemble_batch(pairs, shape, self.n_classes)
 
     def iter_epochs(self, split="train", epochs: int | None = None):
         """Yield (epoch, step, names) for `epochs` epochs (None: forever)."""
@@ -647,7 +815,7 @@ class DataLoader:
                 yield epoch, step, names
 
     def get_batch(self, split="train"):
-        """Endless generator of (images, masks) batches for `split`; see `batch_arrays` for shapes."""
+        """Endless generator of (images, one-hot) batches of `split`; see `batch_arrays` for shapes."""
         self._split_names(split)  # fail now, not at the first next()
         return (self.batch_arrays(names, split, epoch, step) for epoch, step, names in self.iter_epochs(split))
 
@@ -676,38 +844,47 @@ class DataLoader:
 # ---------------------------------------------------------------- checking a folder
 
 
-def check_dataset(data_dir, labels=LABELS):
-    """Read and validate every pair without keeping them; returns (summary dict, list of problems)."""
+def check_dataset(data_dir):
+    """Read and validate every pair without keeping them: (description, summary, problems); description and
+    summary are None when there are problems."""
+    workers = _default_workers()
     try:
-        pairs = pair_files(data_dir)
+        description, pairs, _, problems = _inspect(data_dir, workers)
     except DataError as err:
-        return None, err.problems
-    problems, shapes, image_dtypes = [], set(), set()
-    counts = np.zeros(len(labels), dtype=np.int64)
-    for image_path, mask_path in pairs.values():
-        try:
-            image, mask = read_pair(image_path, mask_path, len(labels))
-        except DataError as err:
-            problems.extend(err.problems)
-            continue
-        shapes.add(image.shape)
-        image_dtypes.add(str(image.dtype))
-        counts += np.bincount(mask.ravel(), minlength=len(labels))
-    if len(shapes) > 1:
-        problems.append(f"{data_dir}: images differ in shape ({', '.join('x'.join(map(str, s)) for s in sorted(shapes))})")
+        return None, None, err.problems
+
+    def measure(name):
+        image, labels = read_pair(*pairs[name], description)
+        return image.shape, image.dtype, np.bincount(labels.ravel(), minlength=IGNORE_INDEX + 1)
+
+    unchecked = [name for name in pairs if name not in problems]
+    measured, more = _map_names(measure, unchecked, workers, len(pairs) >= 200, "checking")
+    problems.update(more)
+    if problems:
+        return None, None, _problem_lines(problems, pairs)
+    counts = np.sum([pixels for _, _, pixels in measured.values()], axis=0)
+    label_pixels = dict(zip(description.classes, counts[: description.n_classes].tolist()))
+    if description.ignore_value is not None:
+        label_pixels[IGNORE_LABEL] = int(counts[IGNORE_INDEX])
     summary = {
         "pairs": len(pairs),
-        "shapes": sorted(shapes),
-        "image_dtypes": sorted(image_dtypes),
-        "label_pixels": dict(zip(labels, counts.tolist())),
+        "sizes": sorted({shape[:2] for shape, _, _ in measured.values()}),
+        "channels": description.n_channels,
+        "image_dtypes": sorted({str(dtype) for _, dtype, _ in measured.values()}),
+        "label_pixels": label_pixels,
     }
-    return summary, problems
+    return description, summary, []
 
 
 def format_summary(data_dir, summary) -> str:
+    """The check's summary: pairs, sizes, channels, dtypes, then pixels per label."""
     total = sum(summary["label_pixels"].values()) or 1
-    shapes = ", ".join("x".join(map(str, s)) for s in summary["shapes"])
-    lines = [f"{data_dir}: {summary['pairs']} pairs, shape {shapes}, images {'/'.join(summary['image_dtypes'])}"]
+    sizes = summary["sizes"]
+    size_text = (_dims(sizes[0]) if len(sizes) == 1 else
+                 f"{len(sizes)} sizes from {_dims(sizes[0])} to {_dims(sizes[-1])}")
+    channels = "1 channel" if summary["channels"] == 1 else f"{summary['channels']} channels"
+    dtypes = "/".join(summary["image_dtypes"])
+    lines = [f"{data_dir}: {summary['pairs']} pairs, {size_text}, {channels}, images {dtypes}"]
     lines += [f"  {label:<12}{n:>12,d} px  {100 * n / total:6.2f}%" for label, n in summary["label_pixels"].items()]
     return "\n".join(lines)
 
@@ -745,8 +922,19 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {text[:200]}"
 
 
+def write_example_description(dest) -> Path:
+    """Write the example's dataset.json (a committed file, not a download) into `dest` unless it is there already."""
+    target = Path(dest) / DESCRIPTION_FILE
+    text = EXAMPLE_DESCRIPTION.read_text(encoding="utf-8")
+    if not (target.is_file() and target.read_text(encoding="utf-8") == text):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    return target
+
+
 def fetch_example_data(dest=EXAMPLE_DATA_DIR, base_url: str | None = None, progress: bool = True) -> Path:
-    """Download the example pairs that are missing or wrong into `dest`, each sha256-checked.
+    """Download the example pairs that are missing or wrong into `dest`, each sha256-checked, and write the
+    example's dataset.json beside them.
 
     base_url defaults to $SPINE_DATA_URL, else the pinned public commit. A file whose hash does not match
     is not kept; every failure is reported together at the end as a DataError.
@@ -757,6 +945,7 @@ def fetch_example_data(dest=EXAMPLE_DATA_DIR, base_url: str | None = None, progr
     base_url = base_url or os.environ.get("SPINE_DATA_URL") or EXAMPLE_DATA_URL
     base_url = base_url.rstrip("/") + "/"
     dest = Path(dest)
+    write_example_description(dest)
     registry = example_registry()
     todo = [rel for rel, digest in registry.items() if not ((dest / rel).is_file() and _sha256(dest / rel) == digest)]
     failures = []
@@ -788,27 +977,33 @@ def fetch_example_data(dest=EXAMPLE_DATA_DIR, base_url: str | None = None, progr
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="loader.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="read and validate every pair; print a summary or the problems")
+    check = commands.add_parser(
+        "check", help="read and validate every pair: a summary (stderr) and the dataset description as JSON (stdout), "
+                      "or one line per problem (stderr, exit 1)")
     check.add_argument("data_dir")
-    fetch = commands.add_parser("fetch", help="download the example spine-MRI data (sha256-checked)")
+    fetch = commands.add_parser("fetch", help="download the example spine-MRI data (sha256-checked), write its "
+                                              "dataset.json")
     fetch.add_argument("dest", nargs="?", default=str(EXAMPLE_DATA_DIR))
     fetch.add_argument("--url", default=None, help="base URL (default: $SPINE_DATA_URL or the pinned source)")
     args = parser.parse_args(argv)
 
     if args.command == "check":
-        summary, problems = check_dataset(args.data_dir)
+        description, summary, problems = check_dataset(args.data_dir)
         if problems:
             print("\n".join(problems), file=sys.stderr)
             print(f"{args.data_dir}: {len(problems)} problem(s)", file=sys.stderr)
             return 1
-        print(format_summary(args.data_dir, summary))
+        # stdout holds only the description, so it can be redirected to a file, edited and saved as dataset.json
+        print(format_summary(args.data_dir, summary), file=sys.stderr)
+        print(f"description ({description.source}), on stdout to save as {DESCRIPTION_FILE} and edit:", file=sys.stderr)
+        print(description.to_json())
         return 0
     try:
         dest = fetch_example_data(args.dest, args.url)
     except DataError as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"{dest}: {len(example_registry())} files present and verified")
+    print(f"{dest}: {len(example_registry())} files present and verified, and {DESCRIPTION_FILE}")
     return 0
 
 

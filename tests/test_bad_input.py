@@ -1,12 +1,17 @@
-"""Each kind of bad input is refused with a message naming the file(s) and the problem, by API and CLI."""
+"""Each kind of bad input is refused with a message naming the file(s) (or dataset.json) and the problem, by API and
+CLI, before anything is read into memory or printed; streaming mode finds every header problem at construction."""
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import loader
-from synthetic import write_dataset
+from synthetic import make_image, write_array, write_dataset, write_dataset_json, write_layout
+
+LABELS = {"dark": 0, "mid": 1, "bright": 2}
 
 
 @pytest.fixture
@@ -14,19 +19,32 @@ def dataset(tmp_path):
     return write_dataset(tmp_path / "d", [str(i) for i in range(6)])
 
 
-def refused(data_dir, *needles):
-    """Assert both the DataLoader and `loader.py check` refuse `data_dir` with every needle in the message."""
-    with pytest.raises(loader.DataError) as err:
-        loader.DataLoader(data_dir, batch_size=1)
-    for needle in needles:
-        assert needle in str(err.value), (needle, str(err.value))
+def refused(data_dir, *needles, streaming=True):
+    """Assert that the DataLoader (cached, and streaming unless the problem is in the values) and `loader.py check`
+    refuse `data_dir` with every needle in the message; check prints no description."""
+    modes = (True, False) if streaming else (True,)
+    for cache in modes:
+        with pytest.raises(loader.DataError) as err:
+            loader.DataLoader(data_dir, batch_size=1, cache=cache)
+        for needle in needles:
+            assert needle in str(err.value), (needle, cache, str(err.value))
     cli = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "check", str(data_dir)],
                          capture_output=True, text=True)
     assert cli.returncode == 1
     assert "Traceback" not in cli.stderr + cli.stdout
+    assert cli.stdout == ""  # no description of data that is not right
     for needle in needles:
         assert needle in cli.stderr, (needle, cli.stderr)
     return str(err.value)
+
+
+def found_when_read(data_dir, name, *needles):
+    """Assert a streaming DataLoader builds (headers are fine) and refuses `name` when reading it, naming the file."""
+    data = loader.DataLoader(data_dir, batch_size=1, cache=False)
+    with pytest.raises(loader.DataError) as err:
+        data.batch_arrays([name])
+    for needle in needles:
+        assert needle in str(err.value), (needle, str(err.value))
 
 
 def test_missing_folders(tmp_path, dataset):
@@ -68,7 +86,8 @@ def test_unsupported_file_type(dataset):
 def test_truncated_png(dataset):
     data = (dataset / "images" / "2.png").read_bytes()
     (dataset / "images" / "2.png").write_bytes(data[: len(data) // 2])
-    refused(dataset, "images/2.png", "truncated")
+    refused(dataset, "images/2.png", "truncated", streaming=False)  # the header is intact
+    found_when_read(dataset, "2", "images/2.png", "truncated")
 
 
 @pytest.mark.parametrize("keep", [100, 500])  # cut inside the header, and inside the data
@@ -90,7 +109,10 @@ def test_shape_mismatch_names_both_shapes(dataset):
 
 def test_non_integer_mask(dataset):
     np.save(dataset / "masks" / "2.npy", np.full((32, 32), 0.5))
-    refused(dataset, "masks/2.npy: mask is not integer-valued")
+    refused(dataset, "masks/2.npy: mask is not integer-valued")  # found by inferring the labels, in both modes
+    write_dataset_json(dataset, labels=LABELS)
+    refused(dataset, "masks/2.npy: mask is not integer-valued", streaming=False)
+    found_when_read(dataset, "2", "masks/2.npy: mask is not integer-valued")
 
 
 def test_integral_float_mask_is_accepted(dataset):
@@ -106,18 +128,29 @@ def test_nan_mask(dataset):
     refused(dataset, "masks/4.npy: mask holds NaN")
 
 
-def test_label_outside_label_set(dataset):
+def test_mask_value_not_in_labels_is_named(dataset):
+    write_dataset_json(dataset, labels=LABELS)
+    mask = np.load(dataset / "masks" / "5.npy")
+    mask[0, 0], mask[0, 1] = 7, -1
+    np.save(dataset / "masks" / "5.npy", mask)
+    refused(dataset, "masks/5.npy: values -1, 7 are not in dataset.json labels (0 dark, 1 mid, 2 bright)",
+            streaming=False)
+    found_when_read(dataset, "5", "masks/5.npy: values -1, 7 are not in dataset.json labels")
+
+
+def test_em_value_not_in_labels(tmp_path):
+    root = write_layout(tmp_path / "em", "em", n=4)
+    mask = np.asarray(Image.open(root / "label" / "2.png")).copy()
+    mask[3, 3] = 128
+    Image.fromarray(mask).save(root / "label" / "2.png")
+    refused(root, "label/2.png: value 128 is not in dataset.json labels (0 membrane, 255 cell)", streaming=False)
+
+
+def test_without_dataset_json_every_mask_value_is_a_class(dataset):
     mask = np.load(dataset / "masks" / "5.npy")
     mask[0, 0] = 7
     np.save(dataset / "masks" / "5.npy", mask)
-    refused(dataset, "masks/5.npy: label value(s) 7 outside the label set")
-
-
-def test_negative_label(dataset):
-    mask = np.load(dataset / "masks" / "5.npy")
-    mask[0, 0] = -1
-    np.save(dataset / "masks" / "5.npy", mask)
-    refused(dataset, "masks/5.npy: label value(s) -1")
+    assert loader.DataLoader(dataset, batch_size=1).labels == ("0", "1", "2", "7")
 
 
 def test_object_array_refused_without_unpickling(dataset, tmp_path):
@@ -133,16 +166,111 @@ def test_object_array_refused_without_unpickling(dataset, tmp_path):
 
 
 def test_all_problems_reported_together(dataset):
+    write_dataset_json(dataset, labels=LABELS)
     np.save(dataset / "masks" / "1.npy", np.zeros((16, 32), np.int64))
     np.save(dataset / "masks" / "2.npy", np.full((32, 32), 9))
-    message = refused(dataset, "masks/1.npy", "masks/2.npy")
-    assert len(message.splitlines()) == 2
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(dataset / "images" / "3.png")
+    message = refused(dataset, "masks/1.npy", "masks/2.npy", "images/3.png: 3 channels (RGB), but most images have 1",
+                      streaming=False)
+    assert len(message.splitlines()) == 3
+    with pytest.raises(loader.DataError) as err:  # streaming: every header problem, before training starts
+        loader.DataLoader(dataset, batch_size=1, cache=False)
+    assert err.value.problems == [line for line in message.splitlines() if "masks/2.npy" not in line]
 
 
 def test_check_prints_a_summary_for_good_data(example_data):
     cli = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "check", str(example_data)],
                          capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
-    assert "20 pairs, shape 256x256" in cli.stdout
-    for label in loader.LABELS:
-        assert label in cli.stdout
+    assert "20 pairs, 256x256, 1 channel" in cli.stderr
+    for label in ("background", "disc", "vertebra"):
+        assert label in cli.stderr
+    committed = json.loads((loader.PROJECT_DIR / "data" / "spine-mri.dataset.json").read_text())
+    assert json.loads(cli.stdout) == {**committed, "images": "images", "masks": "masks"}
+
+
+# ---------------------------------------------------------------- dataset.json and the description
+
+
+def test_malformed_dataset_json(dataset):
+    (dataset / "dataset.json").write_text('{"labels": {"dark": 0,}}')
+    refused(dataset, "d/dataset.json: not valid JSON (line 1")
+
+
+@pytest.mark.parametrize("keys, needle", [
+    ({"labels": {"dark": 0, "mid": 1, "bright": 1}}, "dataset.json: labels: 'mid' and 'bright' both have value 1"),
+    ({"labels": {"dark": 0, "rest": [1, 2]}}, "dataset.json: labels: 'rest' is a list of values (nnU-Net region"),
+    ({"labels": LABELS, "channel_names": {"0": "a", "1": "b"}}, "dataset.json: channel_names has 2 channels"),
+    ({"labels": LABELS, "partial_label": True}, "dataset.json: unknown key 'partial_label'"),
+    ({"modality": {"0": "MRI"}}, "dataset.json: 'modality' is nnU-Net v1's key"),
+])
+def test_bad_dataset_json_keys(dataset, keys, needle):
+    write_dataset_json(dataset, **keys)
+    refused(dataset, needle)
+
+
+def test_missing_declared_folder(dataset):
+    write_dataset_json(dataset, images="images", masks="label", labels=LABELS)
+    refused(dataset, "d: no label/ folder")
+
+
+def test_rgb_mask(dataset):
+    (dataset / "masks" / "3.npy").unlink()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(dataset / "masks" / "3.png")
+    refused(dataset, "masks/3.png: RGB mask, expected one channel of label values")
+
+
+def test_multi_channel_npy_mask(dataset):
+    np.save(dataset / "masks" / "3.npy", np.zeros((32, 32, 2), np.int64))
+    refused(dataset, "masks/3.npy: 2 channels (npy) mask, expected one channel of label values")
+
+
+def test_colour_image_in_a_gray_dataset(dataset):
+    write_dataset_json(dataset, channel_names={"0": "MRI"}, labels=LABELS)
+    Image.fromarray(make_image(4, (32, 32), channels=3)).save(dataset / "images" / "4.png")
+    message = refused(dataset, "images/4.png: 3 channels (RGB), but dataset.json channel_names has 1")
+    assert len(message.splitlines()) == 1  # never silently turned into gray
+
+
+def test_gray_image_in_an_rgb_dataset(tmp_path):
+    root = write_layout(tmp_path / "rgb", "rgb_ignore", n=4)
+    write_array(root / "train" / "2.png", make_image(2, (36, 48)))
+    message = refused(root, "train/2.png: 1 channel (L), but dataset.json channel_names has 3")
+    assert len(message.splitlines()) == 1  # never silently turned into RGB
+
+
+def test_without_dataset_json_the_images_that_differ_from_most_are_named(tmp_path):
+    root = write_layout(tmp_path / "gray", "gray", n=5)
+    Image.fromarray(make_image(4, (32, 32), channels=3)).save(root / "images" / "4.png")
+    message = refused(root, "images/4.png: 3 channels (RGB), but most images have 1")
+    assert len(message.splitlines()) == 1
+    for k in range(4):  # now most are colour: the gray one is named
+        Image.fromarray(make_image(k, (32, 32), channels=3)).save(root / "images" / f"{k}.png")
+    write_array(root / "images" / "2.png", make_image(2, (32, 32)))
+    refused(root, "images/2.png: 1 channel (L), but most images have 3")
+
+
+def test_rgba_image(tmp_path):
+    root = write_layout(tmp_path / "rgb", "rgb_ignore", n=3)
+    Image.fromarray(np.zeros((36, 48, 4), np.uint8)).save(root / "train" / "1.png")
+    refused(root, "train/1.png: 4 channels (RGBA); images must have 1 (gray) or 3 (RGB) channels")
+
+
+def test_nnunet_names_and_channel_files(tmp_path):
+    root = write_layout(tmp_path / "nn", "nnunet", n=3)
+    (root / "imagesTr" / "case_001_0000.png").rename(root / "imagesTr" / "case_001.png")
+    (root / "imagesTr" / "case_002_0000.png").rename(root / "imagesTr" / "case_002_0001.png")
+    refused(root, "imagesTr/case_001.png: nnU-Net image names end in _0000",
+            "imagesTr/case_002_0001.png: channel file _0001: separate channel files are not supported")
+
+
+def test_both_layouts_present_is_ambiguous(tmp_path):
+    root = write_layout(tmp_path / "nn", "nnunet", n=3)
+    write_dataset(root, ["a", "b"])
+    (root / "dataset.json").unlink()
+    refused(root, "both images/ and imagesTr/")
+
+
+def test_too_many_distinct_mask_values_without_dataset_json(dataset):
+    np.save(dataset / "masks" / "0.npy", np.arange(32 * 32).reshape(32, 32))
+    refused(dataset, "the masks hold 1024 distinct values (0, 1, 2, 3", "at most 254 classes")

@@ -41,6 +41,9 @@ def test_fetch_downloads_and_verifies_everything(example_data):
     registry = loader.example_registry()
     for rel, digest in registry.items():
         assert sha256(example_data / rel) == digest
+    assert "dataset.json" not in registry  # a committed file, written by fetch, never downloaded
+    assert (example_data / "dataset.json").read_text() == loader.EXAMPLE_DESCRIPTION.read_text()
+    assert loader.describe(example_data).classes == ("background", "disc", "vertebra")
 
 
 def test_rerun_downloads_only_what_is_missing(served, tmp_path):
@@ -50,10 +53,12 @@ def test_rerun_downloads_only_what_is_missing(served, tmp_path):
     assert len(requests) == 40
     (dest / "masks" / "7.npy").unlink()
     (dest / "images" / "3.png").write_bytes(b"corrupted locally")
+    (dest / "dataset.json").write_text("{}")
     requests.clear()
     loader.fetch_example_data(dest, url, progress=False)
-    assert sorted(requests) == ["/images/3.png", "/masks/7.npy"]
+    assert sorted(requests) == ["/images/3.png", "/masks/7.npy"]  # dataset.json is not a download
     assert sha256(dest / "images" / "3.png") == loader.example_registry()["images/3.png"]
+    assert (dest / "dataset.json").read_text() == loader.EXAMPLE_DESCRIPTION.read_text()
 
 
 def test_tampered_file_is_refused_and_not_kept(served, tmp_path):
@@ -66,7 +71,7 @@ def test_tampered_file_is_refused_and_not_kept(served, tmp_path):
     assert not (dest / "masks" / "12.npy").exists()
     assert len(list((dest / "masks").iterdir())) == 19  # the good files are kept
     leftovers = [p for p in dest.rglob("*") if p.is_file() and p.suffix not in (".png", ".npy")]
-    assert not leftovers, leftovers  # no temporary download left behind
+    assert leftovers == [dest / "dataset.json"], leftovers  # no temporary download left behind
 
 
 def test_cli_fetch_uses_env_url_and_exits_1_on_tampering(served, tmp_path):
@@ -98,4 +103,4 @@ def test_missing_file_on_the_server_does_not_stop_the_others(served, tmp_path):
     with pytest.raises(loader.DataError, match="images/4.png: download") as err:
         loader.fetch_example_data(tmp_path / "dest", url, progress=False)
     assert len(err.value.problems) == 1
-    assert len(list((tmp_path / "dest").rglob("*.*"))) == 39
+    assert len(list((tmp_path / "dest").rglob("*.*"))) == 39 + 1  # and dataset.json

@@ -1,6 +1,7 @@
 """DataLoader: pairing, splits, epochs, remainder policies, augmentation and the batch contents."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import loader
-from synthetic import derive_mask, write_dataset
+from synthetic import LAYOUTS, MIXED_SIZES, derive_mask, expected_labels, write_array, write_dataset, write_layout
 
 NAMES = [str(i) for i in range(10)]
 fast_examples = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -60,15 +61,15 @@ def test_mixed_file_types_pair_by_stem(tmp_path):
     assert_paired(loader.DataLoader(tmp_path, batch_size=1))
 
 
-def test_rgb_image_becomes_grayscale(tmp_path):
+def test_images_keep_their_channels(tmp_path):
+    """Gray stays one channel, RGB stays three: nothing is converted between them."""
+    gray = loader.DataLoader(write_layout(tmp_path / "gray", "gray"), batch_size=1)
+    rgb = loader.DataLoader(write_layout(tmp_path / "rgb", "rgb_ignore"), batch_size=1)
+    assert gray.n_channels == 1 and gray.get_image("0").shape == gray.raw_pair("0")[0].shape == (32, 32, 1)
+    assert rgb.n_channels == 3 and rgb.get_image("0").shape == (36, 48, 3)
     from PIL import Image
 
-    write_dataset(tmp_path, ["a", "b"])
-    gray = np.asarray(Image.open(tmp_path / "images" / "a.png"))
-    Image.fromarray(np.stack([gray] * 3, axis=-1)).save(tmp_path / "images" / "a.png")
-    data = loader.DataLoader(tmp_path, batch_size=1)
-    assert data.get_image("a").shape == (32, 32, 1)
-    assert_paired(data)
+    assert np.array_equal(rgb.raw_pair("4")[0], np.asarray(Image.open(tmp_path / "rgb" / "train" / "4.png")))
 
 
 def test_pairing_survives_listdir_order(dataset, monkeypatch):
@@ -229,9 +230,14 @@ def test_cached_and_streaming_batches_identical(dataset):
                 assert np.array_equal(x, y)
 
 
-def test_cache_is_compact(dataset):
+def test_cache_is_compact_and_read_only(dataset):
     data = loader.DataLoader(dataset, batch_size=1)
-    assert data._images.dtype == np.uint8 and data._masks.dtype == np.uint8
+    assert all(image.dtype == np.uint8 and image.shape == (32, 32, 1) for image in data._images)
+    assert all(mask.dtype == np.uint8 and mask.shape == (32, 32) for mask in data._masks)
+    image, mask = data.raw_pair("3")
+    with pytest.raises(ValueError, match="read-only"):
+        mask[0, 0] = 1  # a caller's edit must not corrupt every later batch
+    assert data.get_mask("3").flags.writeable and data.get_image("3").flags.writeable  # copies
 
 
 # ---------------------------------------------------------------- augmentation
@@ -249,10 +255,24 @@ def test_augmentation_keeps_pairs_aligned(seed, augment):
     mask = derive_mask(image)
     rng = np.random.default_rng(seed)
     aug_image, aug_mask = augment.apply(image / np.float32(255), mask, rng)
-    assert aug_mask.dtype == mask.dtype and set(np.unique(aug_mask)) <= {0, 1, 2}
+    assert aug_mask.dtype == mask.dtype and set(np.unique(aug_mask)) <= {0, 1, 2, loader.IGNORE_INDEX}
+    inside = aug_mask != loader.IGNORE_INDEX  # pixels from outside the image carry no target
     agree = derive_mask(np.round(aug_image * 255).astype(np.uint8)) == aug_mask
     # linear interpolation blurs block edges in the image only; away from edges labels must match
-    assert agree.mean() > 0.85, agree.mean()
+    assert inside.mean() > 0.5 and agree[inside].mean() > 0.85, agree[inside].mean()
+
+
+def test_augmentation_moves_every_channel_with_the_mask():
+    from synthetic import make_image, street_value
+
+    image = make_image(5, (48, 64), channels=3)
+    mask = street_value(image)
+    augment = dataclasses.replace(GEOMETRY_ONLY, crop=32)
+    aug_image, aug_mask = augment.apply(image / np.float32(255), mask, np.random.default_rng(3))
+    assert aug_image.shape == (32, 32, 3) and aug_mask.shape == (32, 32)
+    inside = aug_mask != loader.IGNORE_INDEX
+    agree = street_value(np.round(aug_image * 255).astype(np.uint8)) == aug_mask
+    assert agree[inside].mean() > 0.8, agree[inside].mean()
 
 
 @fast_examples
@@ -332,11 +352,20 @@ def test_resample_probability_decides_how_many_pairs_are_resampled():
 
 
 def test_cropping_loader_crops_train_batches_only(dataset):
-    data = loader.DataLoader(dataset, batch_size=2, augment=loader.Augment(crop=16))
+    data = loader.DataLoader(dataset, batch_size=2, augment=loader.Augment(crop=16), pad_multiple=16)
     images, onehot = next(data.get_batch("train"))
     assert images.shape[1:3] == onehot.shape[1:3] == data.batch_shape("train") == (16, 16)
-    assert next(data.get_batch("val"))[0].shape[1:3] == data.batch_shape("val") == tuple(data.shape)
-    assert np.array_equal(onehot.sum(-1), np.ones(onehot.shape[:3]))
+    assert next(data.get_batch("val"))[0].shape[1:3] == data.batch_shape("val") == (32, 32)
+    assert set(np.unique(onehot.sum(-1))) <= {0.0, 1.0}  # 0: rotated in from outside the image
+
+
+def test_a_crop_is_padded_up_to_pad_multiple(dataset):
+    data = loader.DataLoader(dataset, batch_size=2, augment=loader.Augment(crop=16, rotate_deg=0, scale=(1, 1),
+                                                                             shift=0))
+    images, onehot = next(data.get_batch("train"))
+    assert images.shape[1:3] == data.batch_shape("train") == (32, 32)
+    assert not images[:, 16:].any() and not images[:, :, 16:].any() and not onehot[:, 16:].any()
+    assert np.array_equal(onehot[:, :16, :16].sum(-1), np.ones((2, 16, 16)))
 
 
 def test_augmentation_is_seeded_and_train_only(dataset):
@@ -349,7 +378,7 @@ def test_augmentation_is_seeded_and_train_only(dataset):
     assert not np.array_equal(x1, next(plain.get_batch("train"))[0])
     for a, b in zip(next(aug.get_batch("val")), next(plain.get_batch("val"))):
         assert np.array_equal(a, b)
-    assert np.array_equal(y1.sum(-1), np.ones(y1.shape[:3]))
+    assert set(np.unique(y1.sum(-1))) <= {0.0, 1.0} and y1.sum() > 0.5 * y1[..., 0].size
 
 
 # ---------------------------------------------------------------- adapters and import hygiene
@@ -361,9 +390,11 @@ def test_importing_loader_does_not_import_tensorflow():
     assert out.strip() == "False"
 
 
-@pytest.mark.parametrize("augment", [True, loader.Augment(crop=16)], ids=["augment", "augment-crop"])
-def test_keras_sequence_and_tf_dataset_match_get_batch(dataset, augment):
-    data = loader.DataLoader(dataset, batch_size=4, augment=augment)
+@pytest.mark.parametrize("layout, augment", [("gray", True), ("gray", loader.Augment(crop=16)),
+                                             ("rgb_ignore", True), ("mixed_sizes", None)],
+                         ids=["augment", "augment-crop", "rgb", "mixed-sizes"])
+def test_keras_sequence_and_tf_dataset_match_get_batch(tmp_path, layout, augment):
+    data = loader.DataLoader(write_layout(tmp_path, layout, n=10), batch_size=4, augment=augment)
     steps = data.steps_per_epoch("train")
     expected = [next(gen) for gen in [data.get_batch("train")] for _ in range(2 * steps)]
     sequence = data.keras_sequence("train")
@@ -380,9 +411,14 @@ def test_keras_sequence_and_tf_dataset_match_get_batch(dataset, augment):
 
 def test_real_data_loads(example_data):
     data = loader.DataLoader(example_data)
-    assert len(data.names) == 20 and data.shape == (256, 256)
+    assert len(data.names) == 20 and set(data.sizes.values()) == {(256, 256)}
+    assert data.labels == ("background", "disc", "vertebra") and data.description.partial_labels
+    assert data.description.audit == {"alternating": ["disc", "vertebra"], "extent": True}
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 12, "val": 4, "test": 4}
     assert np.array_equal(data.get_mask("7"), np.load(example_data / "masks" / "7.npy"))
+    images, onehot = data.batch_arrays(data.splits["val"])
+    assert images.shape == (4, 256, 256, 1) and onehot.shape == (4, 256, 256, 3)  # 256 is a multiple: no padding
+    assert np.array_equal(onehot.sum(-1), np.ones((4, 256, 256)))
 
 
 def test_fitting_batch_size_lowers_only_when_a_split_is_too_small():
@@ -394,3 +430,207 @@ def test_fitting_batch_size_lowers_only_when_a_split_is_too_small():
         assert loader.fitting_batch_size({"train": list("abcdefgh"), "val": list("ijkl"), "test": list("mnop")}, 4) == 4
         set_aside = {"train": list("abcdefgh"), "val": list("ijkl"), "test": list("mnop"), loader.SET_ASIDE: ["q"]}
         assert loader.fitting_batch_size(set_aside, 4) == 4  # examples set aside are never batched
+
+
+# ---------------------------------------------------------------- every layout, end to end
+
+
+def assert_layout_paired(data: loader.DataLoader, layout: str):
+    """Every label map is the one derived from its own image (so a wrong pairing or a misread value fails)."""
+    for name in data.names:
+        image_u8 = np.round(data.get_image(name) * 255).astype(np.uint8)
+        assert np.array_equal(data.get_mask(name), expected_labels(layout, image_u8)), name
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "streaming"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_end_to_end(tmp_path, layout, cache):
+    root = write_layout(tmp_path / layout, layout, n=12)
+    data = loader.DataLoader(root, batch_size=3, cache=cache, augment=True)
+    description = data.description
+    assert data.labels == description.classes and data.n_classes == len(data.labels)
+    assert data.n_channels == (3 if layout == "rgb_ignore" else 1)
+    assert len(data.names) == 12
+    assert_layout_paired(data, layout)
+    x, y = next(data.get_batch("train"))
+    assert x.dtype == y.dtype == np.float32 and x.shape[0] == y.shape[0] == 3
+    assert x.shape[-1] == data.n_channels and y.shape[-1] == data.n_classes
+    names = data.splits["val"][:2]
+    images, onehot = data.batch_arrays(names)  # un-augmented, whole images
+    for k, name in enumerate(names):
+        height, width = data.sizes[name]
+        assert np.array_equal(images[k, :height, :width], data.get_image(name))
+        labels = data.get_mask(name)
+        target = onehot[k, :height, :width]
+        assert np.array_equal(target.argmax(-1)[labels != loader.IGNORE_INDEX], labels[labels != loader.IGNORE_INDEX])
+        assert np.array_equal(target.sum(-1), (labels != loader.IGNORE_INDEX).astype(np.float32))
+
+
+def test_the_layouts_are_described_as_written(tmp_path):
+    gray = loader.describe(write_layout(tmp_path / "gray", "gray"))
+    assert (gray.source, gray.labels, gray.channel_names, gray.partial_labels) == (
+        "inferred", {"0": 0, "1": 1, "2": 2}, {"0": "gray"}, False)
+    em = loader.describe(write_layout(tmp_path / "em", "em"))
+    assert em.classes == ("membrane", "cell") and em.class_values == (0, 255) and em.images == "image"
+    rgb = loader.describe(write_layout(tmp_path / "rgb", "rgb_ignore"))
+    assert rgb.n_classes == 11 and rgb.ignore_value == 255 and rgb.n_channels == 3
+    nnunet = loader.describe(write_layout(tmp_path / "nnunet", "nnunet"))
+    assert (nnunet.layout, nnunet.images, nnunet.masks) == ("nnunet", "imagesTr", "labelsTr")
+    assert list(loader.pair_files(tmp_path / "nnunet"))[:2] == ["case_000", "case_001"]
+
+
+def test_ignore_pixels_carry_no_target(tmp_path):
+    data = loader.DataLoader(write_layout(tmp_path, "rgb_ignore"), batch_size=2, pad_multiple=1)
+    ignored = sum((data.get_mask(name) == loader.IGNORE_INDEX).sum() for name in data.names)
+    assert ignored > 0  # the synthetic data has void pixels to test with
+    images, onehot = data.batch_arrays(data.names)
+    masks = np.stack([data.get_mask(name) for name in data.names])
+    assert images.shape == (12, 36, 48, 3) and onehot.shape == (12, 36, 48, 11)
+    assert not onehot[masks == loader.IGNORE_INDEX].any()
+    assert (onehot[masks != loader.IGNORE_INDEX].sum(-1) == 1).all()
+
+
+def test_nnunet_file_ending_restricts_the_files_considered(tmp_path):
+    root = write_layout(tmp_path, "nnunet", n=4)
+    np.save(root / "imagesTr" / "other_0000.npy", np.zeros((32, 32), np.uint8))  # not .png: not considered
+    np.save(root / "labelsTr" / "other.npy", np.zeros((32, 32), np.uint8))
+    assert loader.DataLoader(root, batch_size=1).names == ["case_000", "case_001", "case_002", "case_003"]
+
+
+def test_sixteen_bit_and_float_images(tmp_path):
+    root = write_layout(tmp_path, "gray", n=3)
+    deep = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60
+    write_array(root / "images" / "1.png", deep)
+    (root / "images" / "2.png").unlink()
+    np.save(root / "images" / "2.npy", np.full((32, 32, 1), 0.25, np.float32))
+    data = loader.DataLoader(root, batch_size=1)
+    assert np.allclose(data.get_image("1")[..., 0], deep / 65535)
+    assert np.allclose(data.get_image("2"), 0.25) and data.get_image("2").shape == (32, 32, 1)
+
+
+# ---------------------------------------------------------------- mixed sizes and padding
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    return write_layout(tmp_path / "mixed", "mixed_sizes", n=12)
+
+
+@pytest.mark.parametrize("pad_multiple", [32, 8, 1])
+def test_whole_image_batches_are_padded_bottom_right(mixed, pad_multiple):
+    data = loader.DataLoader(mixed, batch_size=3, pad_multiple=pad_multiple)
+    assert {data.sizes[name] for name in data.names} == set(MIXED_SIZES)
+    names = data.names[:4]  # sizes 24x32, 32x48, 40x40, 48x64
+    images, onehot = data.batch_arrays(names)
+    expected = tuple(-(-side // pad_multiple) * pad_multiple for side in (48, 64))
+    assert images.shape == (4, *expected, 1) and onehot.shape == (4, *expected, 3)
+    for k, name in enumerate(names):
+        height, width = data.sizes[name]
+        assert np.array_equal(images[k, :height, :width], data.get_image(name))
+        assert np.array_equal(onehot[k, :height, :width].argmax(-1), data.get_mask(name))
+        assert np.array_equal(onehot[k, :height, :width].sum(-1), np.ones((height, width)))
+        padding = np.ones(expected, bool)
+        padding[:height, :width] = False
+        assert not images[k][padding].any() and not onehot[k][padding].any()  # no image, no target
+
+
+def test_batches_of_one_size_need_no_padding_and_unknown_sides_are_none(mixed, dataset):
+    data = loader.DataLoader(mixed, batch_size=2, pad_multiple=8)
+    assert data.batch_arrays(["0"])[0].shape == (1, 24, 32, 1)
+    assert data.batch_shape("val") == (None, None) or len({data.sizes[n] for n in data.splits["val"]}) == 1
+    assert loader.DataLoader(dataset, batch_size=2).batch_shape("val") == (32, 32)
+
+
+def test_train_crops_make_train_batches_uniform(mixed):
+    crop = loader.Augment(crop=32)
+    for cache in (True, False):
+        data = loader.DataLoader(mixed, batch_size=3, augment=crop, split=(1.0, 0.0, 0.0), cache=cache)
+        assert data.batch_shape("train") == (32, 32)
+        shapes = {x.shape for epoch in range(2) for step, names in enumerate(data.epoch_batches("train", epoch))
+                  for x in data.batch_arrays(names, "train", epoch, step)[:1]}
+        assert shapes == {(3, 32, 32, 1)}  # the 24-row image is padded into the crop, never a smaller batch
+    big = loader.DataLoader(mixed, batch_size=3, augment=loader.Augment(crop=200))
+    assert big.batch_shape("train") == (64, 64)  # a crop larger than every image: the largest image, rounded
+
+
+def test_cached_and_streaming_batches_identical_with_mixed_sizes(mixed):
+    cached = loader.DataLoader(mixed, batch_size=3, cache=True, augment=True)
+    streaming = loader.DataLoader(mixed, batch_size=3, cache=False, augment=True)
+    for split in ("train", "val"):
+        a, b = cached.get_batch(split), streaming.get_batch(split)
+        for _ in range(4):
+            for x, y in zip(next(a), next(b)):
+                assert np.array_equal(x, y)
+
+
+# ---------------------------------------------------------------- the review log
+
+
+def test_review_log_sets_problem_examples_aside_from_train_only(dataset, tmp_path):
+    from verdicts import ReviewLog
+
+    plain = loader.DataLoader(dataset, batch_size=1)
+    train, val = plain.splits["train"], plain.splits["val"]
+    log = ReviewLog(tmp_path / "review.verdicts.jsonl")
+    log.record(train[0], "problem")
+    log.record(train[1], "problem")
+    log.record(train[1], "aligned")  # the latest verdict wins
+    log.record(train[2], "aligned")
+    log.record(val[0], "problem")  # val and test stay as they are
+    data = loader.DataLoader(dataset, batch_size=1, review_log=log.path)
+    assert data.splits[loader.SET_ASIDE] == [train[0]]
+    assert data.splits["train"] == train[1:] and data.splits["val"] == val
+    assert data.splits["test"] == plain.splits["test"]
+    assert_paired(data)  # set aside: still read and checked ...
+    batched = {name for epoch in range(3) for batch in data.epoch_batches("train", epoch) for name in batch}
+    assert train[0] not in batched  # ... never batched
+    missing = loader.DataLoader(dataset, batch_size=1, review_log=tmp_path / "no-such.jsonl")
+    assert missing.splits == plain.splits
+
+
+def test_review_log_adds_to_explicit_set_aside(dataset, tmp_path):
+    from verdicts import ReviewLog
+
+    log = ReviewLog(tmp_path / "r.jsonl")
+    log.record("1", "problem")
+    log.record("elsewhere", "problem")
+    split = {"train": NAMES[:6], "val": NAMES[6:8], "test": NAMES[8:9], loader.SET_ASIDE: NAMES[9:]}
+    with pytest.warns(UserWarning, match="not in this dataset .elsewhere."):
+        data = loader.DataLoader(dataset, batch_size=1, split=split, review_log=log.path)
+    assert data.splits[loader.SET_ASIDE] == ["1", "9"] and "1" not in data.splits["train"]
+
+
+# ---------------------------------------------------------------- describe and check
+
+
+def test_check_prints_the_description_it_used_as_json(tmp_path):
+    root = write_layout(tmp_path / "gray", "gray")
+    cli = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "check", str(root)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert "12 pairs, 32x32, 1 channel" in cli.stderr
+    saved = json.loads(cli.stdout)  # stdout is only the description: it can be saved as it is
+    assert saved == json.loads(loader.describe(root).to_json())
+    assert saved["labels"] == {"0": 0, "1": 1, "2": 2}
+    saved["labels"] = {"dark": 0, "mid": 1, "bright": 2}  # the user edits it and saves it
+    (root / "dataset.json").write_text(json.dumps(saved))
+    again = loader.describe(root)
+    assert again.classes == ("dark", "mid", "bright") and again.source == str(root / "dataset.json")
+    assert json.loads(again.to_json()) == saved
+
+
+def test_check_summarises_mixed_sizes_and_ignore(tmp_path, mixed):
+    for root, needles in ((mixed, ["12 pairs, 6 sizes from 24x32 to 56x24"]),
+                          (write_layout(tmp_path / "rgb", "rgb_ignore"), ["36x48, 3 channels", "ignore", "bicyclist"])):
+        cli = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "check", str(root)],
+                             capture_output=True, text=True)
+        assert cli.returncode == 0, cli.stderr
+        for needle in needles:
+            assert needle in cli.stderr, (needle, cli.stderr)
+
+
+def test_no_spine_names_as_defaults_in_the_code():
+    for module in ("loader.py", "description.py", "augment.py", "keras_adapters.py"):
+        source = (loader.PROJECT_DIR / module).read_text()
+        # the example data keeps its name (fetch, data/spine-mri); its classes live in its dataset.json only
+        assert not re.search(r"\b(background|discs?|vertebrae?)\b|^LABELS\b", source, re.M), module
