@@ -294,12 +294,13 @@ def mask_to_labels(values: np.ndarray, description: DatasetDescription, path: Pa
     known = np.array(list(description.labels.values()))  # sorted by value
     rank = {name: k for k, name in enumerate(description.classes)}
     index = np.array([rank.get(name, IGNORE_INDEX) for name in description.labels], dtype=np.int16)
-    if values.dtype == np.uint8:  # a 256-entry table is ~10x cheaper than a search per pixel
-        table = np.full(256, -1, dtype=np.int16)
-        fits = (known >= 0) & (known <= 255)
-        table[known[fits]] = index[fits]
-        found = table[values]
-    else:
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if values.dtype.kind in "iu" and high - low < 2**16:  # a table over the values' range: no search per pixel
+        table = np.full(high - low + 1, -1, dtype=np.int16)
+        fits = (known >= low) & (known <= high)
+        table[known[fits] - low] = index[fits]
+        found = table[values - low] if low else table[values]
+    else:  # float masks, or values spread wider than a table should be
         position = np.searchsorted(known, values).clip(0, len(known) - 1)
         found = np.where(known[position] == values, index[position], -1)
     unknown = found < 0

@@ -497,6 +497,21 @@ def test_nnunet_file_ending_restricts_the_files_considered(tmp_path):
     assert loader.DataLoader(root, batch_size=1).names == ["case_000", "case_001", "case_002", "case_003"]
 
 
+@pytest.mark.parametrize("high", [700, 70_000])  # a table over the value range, or a search beyond 2**16
+def test_any_integer_label_values(tmp_path, high):
+    from synthetic import write_dataset_json
+
+    root = write_dataset(tmp_path, ["a", "b"])
+    derived = {name: np.load(root / "masks" / f"{name}.npy") for name in "ab"}
+    for name, mask in derived.items():
+        np.save(root / "masks" / f"{name}.npy", np.choose(mask, [-3, high, 5]))
+    write_dataset_json(root, labels={"high": high, "low": -3, "mid": 5})
+    data = loader.DataLoader(root, batch_size=1)
+    assert data.labels == ("low", "mid", "high")
+    for name, mask in derived.items():
+        assert np.array_equal(data.get_mask(name), np.choose(mask, [0, 2, 1]))
+
+
 def test_sixteen_bit_and_float_images(tmp_path):
     root = write_layout(tmp_path, "gray", n=3)
     deep = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60
