@@ -256,6 +256,13 @@ def test_rgba_image(tmp_path):
     refused(root, "train/1.png: 4 channels (RGBA); images must have 1 (gray) or 3 (RGB) channels")
 
 
+def test_unsupported_dtypes_are_found_from_the_header(dataset):
+    (dataset / "images" / "1.png").unlink()
+    np.save(dataset / "images" / "1.npy", np.zeros((32, 32), np.complex64))
+    np.save(dataset / "masks" / "2.npy", np.zeros((32, 32), "<U1"))
+    refused(dataset, "images/1.npy: unsupported image dtype complex64", "masks/2.npy: unsupported mask dtype <U1")
+
+
 def test_nnunet_names_and_channel_files(tmp_path):
     root = write_layout(tmp_path / "nn", "nnunet", n=3)
     (root / "imagesTr" / "case_001_0000.png").rename(root / "imagesTr" / "case_001.png")
