@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-IGNORE_INDEX = 255  # TODO(integration): import from description once it lands
+from description import IGNORE_INDEX
 
 
 def pooled_overlap(truths, predictions, index: int, partial_labels: bool):

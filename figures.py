@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255  # TODO(integration): import from description once it lands
+from description import IGNORE_INDEX
 
 # Class index k is drawn in CLASS_COLOURS[k]: the same colour in every figure and in the review UI. Index 0
 # (background) is never painted. Then 20 colours chosen to be told apart (two bright ones first, then Kelly's
