@@ -5,7 +5,7 @@ import pytest
 import batch_check
 import figures
 import loader
-from synthetic import write_dataset
+from synthetic import write_dataset, write_layout
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def data(tmp_path):
 
 def test_trace_names_each_item_and_rejects_a_swapped_mask(data):
     index = batch_check.ContentIndex(data)
-    images, masks = data.batch_arrays(["3", "5"])
+    images, masks = data.batch_arrays(["3", "5"], "train")
     assert index.trace(images, masks) == ["3", "5"]
     with pytest.raises(AssertionError, match="another example's mask"):
         index.trace(images, masks[::-1])
@@ -57,9 +57,23 @@ def test_batch_summary_flags_a_bad_one_hot():
     images = np.zeros((1, 4, 4, 1), np.float32)
     masks = np.zeros((1, 4, 4, 3), np.float32)
     masks[..., 0] = 1
-    assert batch_check.batch_summary(images, masks)["one-hot sums to 1"] is True
+    key = "one-hot rows sum to 1 (or 0: ignore/padding)"
+    assert batch_check.batch_summary(images, masks)[key] is True
+    masks[0, 1, 1] = 0  # a pixel without target is allowed
+    assert batch_check.batch_summary(images, masks)[key] is True
     masks[0, 0, 0, 1] = 1
-    assert batch_check.batch_summary(images, masks)["one-hot sums to 1"] is False
+    assert batch_check.batch_summary(images, masks)[key] is False
+
+
+def test_trace_handles_padded_batches_of_mixed_sizes_and_ignore(tmp_path):
+    for layout in ("mixed_sizes", "rgb_ignore"):
+        data = loader.DataLoader(write_layout(tmp_path / layout, layout), batch_size=3, pad_multiple=32)
+        index = batch_check.ContentIndex(data)
+        names = data.names[:3]
+        images, masks = data.batch_arrays(names)
+        assert index.trace(images, masks) == names
+        labels = batch_check.labels_of(masks)
+        assert (labels[0, : data.sizes[names[0]][0], : data.sizes[names[0]][1]] == data.get_mask(names[0])).all()
 
 
 def test_overlay_tints_labels_and_contours_only_edges():
