@@ -3,6 +3,7 @@ content, split and epoch-coverage tables, and proof that augmentation moves imag
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 
@@ -90,9 +91,11 @@ def augmentation_agreement(augment: loader_module.Augment, mask, seed: int) -> f
 
     The image channel is replaced by the labels themselves; if geometry is applied identically to image and
     mask, rounding the (linearly interpolated) image gives back the mask everywhere but at label boundaries.
+    Pixels moved in from outside the image carry no target (IGNORE_INDEX) and are left out.
     """
     mask = np.asarray(mask)
-    geometry_only = loader_module.Augment(**{**augment.__dict__, "brightness": 0.0, "contrast": 0.0, "gamma": (1.0, 1.0)})
-    labels_as_image = mask.astype(np.float32) / max(1, mask.max())
-    image, moved_mask = geometry_only.apply(labels_as_image, mask, np.random.default_rng(seed))
-    return float(np.mean(np.round(image * max(1, mask.max())) == moved_mask))
+    geometry_only = dataclasses.replace(augment, brightness=0.0, contrast=0.0, gamma=(1.0, 1.0))
+    scale = max(1, int(mask.max()))
+    image, moved_mask = geometry_only.apply(mask.astype(np.float32) / scale, mask, np.random.default_rng(seed))
+    inside = moved_mask != IGNORE_INDEX
+    return float(np.mean(np.round(image[inside] * scale) == moved_mask[inside]))
