@@ -74,3 +74,33 @@ def test_training_notebook_smoke_run_is_quiet_and_writes_metrics(example_data, t
     # the checked cells say what the committed notebook says (the split does not depend on epochs)
     committed = [output_text(c) for c in notebook("04_train_unet.ipynb").cells if c.source.startswith(MARK)]
     assert committed and committed == [output_text(c) for c in nb.cells if c.source.startswith(MARK)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["em", "rgb_ignore", "nnunet", "mixed_sizes"])
+def test_every_notebook_runs_on_other_datasets_with_only_data_dir_and_epochs(layout, tmp_path):
+    """Each layout a user may bring (0/255 gray in image/ + label/; RGB with 11 classes and ignore in train/ +
+    trainannot/; nnU-Net raw; mixed sizes), all four notebooks under papermill, one training epoch."""
+    import numpy as np
+
+    import loader
+    from synthetic import write_layout
+
+    data_dir = write_layout(tmp_path / layout, layout, n=12)
+    classes = loader.DataLoader(data_dir, batch_size=1).labels
+    for path in run.notebook_paths():
+        parameters = {"data_dir": str(data_dir), "output_dir": str(tmp_path / "out" / path.stem)}
+        if "epochs" in run.notebook_parameters(path):
+            parameters["epochs"] = 1
+        executed = tmp_path / "out" / path.name
+        run.execute_notebook(path, executed, parameters)
+        nb = nbformat.read(executed, as_version=4)
+        assert not noise_in(nb), (path.name, noise_in(nb))
+        assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                    if o.output_type == "error" or "Traceback" in output_text(c)], path.name
+    results = tmp_path / "out" / "04_train_unet"
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert list(metrics["dice"]) == list(classes) and metrics["training"]["epochs_run"] == 1
+    data = loader.DataLoader(data_dir, batch_size=1)
+    predictions = sorted((results / "predictions").glob("*.npy"))
+    assert predictions and all(np.load(p).shape == data.get_mask(p.stem).shape for p in predictions)
