@@ -391,6 +391,52 @@ class LRU:
             return len(self._items)
 
 
+class BackgroundAudit:
+    """One audit of a data folder in a daemon thread; its report (or exception) in `future`, written to `save_to`
+    when given. Progress goes to every callable in `listeners` (done, total)."""
+
+    def __init__(self, data_dir, save_to=None):
+        from concurrent.futures import Future
+
+        self.data_dir, self.save_to = Path(data_dir), save_to
+        self.future, self.listeners, self.seconds = Future(), [], 0.0
+        threading.Thread(target=self._run, name=f"review-audit {self.data_dir.name}", daemon=True).start()
+
+    def _run(self):
+        started = time.monotonic()
+        try:
+            report = audit.audit_dataset(self.data_dir, progress=self._progress)
+            if self.save_to:
+                audit.write_report(report, self.save_to)
+        except Exception as err:  # noqa: BLE001  handed to whoever waits: a thread has no one to raise to
+            self.future.set_exception(err)
+        else:
+            self.seconds = time.monotonic() - started
+            self.future.set_result(report)
+
+    def _progress(self, done: int, total: int):
+        for listener in list(self.listeners):
+            try:
+                listener(done, total)
+            except Exception:  # noqa: BLE001  a listener's widget may be gone; the audit goes on
+                continue
+
+
+_RUNNING_AUDITS: dict[str, BackgroundAudit] = {}
+_RUNNING_AUDITS_LOCK = threading.Lock()
+
+
+def background_audit(data_dir, save_to=None) -> BackgroundAudit:
+    """The audit of `data_dir` running in this process, or a new one: running a notebook cell again must not
+    start a second audit of the same data beside the first."""
+    key = str(Path(data_dir).resolve())
+    with _RUNNING_AUDITS_LOCK:
+        running = _RUNNING_AUDITS.get(key)
+        if running is None or running.future.done():  # a finished audit may be stale: the data can change
+            running = _RUNNING_AUDITS[key] = BackgroundAudit(data_dir, save_to)
+        return running
+
+
 # ---------------------------------------------------------------- the widget
 
 CSS = """<style>
@@ -440,7 +486,9 @@ class ReviewApp:
         self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="review-prefetch")
         self._wanted: set = set()
         self._drag_start = None
-        self._audit_thread = None
+        self._audit = None  # the BackgroundAudit this app waits for, if any
+        self._audit_applied = threading.Event()  # set once its report (or failure) has been taken in
+        self._audit_shown_at = 0.0
         self._started = False  # True once the first example is shown
         self._build_widgets()
         self.order = sort_names(self.names, "name", None, self.verdicts, natural=self.natural)
@@ -475,7 +523,7 @@ class ReviewApp:
         self.error_box = w.HTML("").add_class("review-error")
         self.notice = w.HTML("").add_class("review-notice")
         self.title = w.HTML().add_class("review-title")
-        self.progress = w.HTML().add_class("review-progress")
+        self.progress = w.HTML(layout=w.Layout(margin="0 24px 0 0")).add_class("review-progress")
         self.audit_status = w.HTML().add_class("review-audit")
         self.prev_button = w.Button(description="◀ previous", layout=w.Layout(width="100px"))
         self.next_button = w.Button(description="next ▶", layout=w.Layout(width="100px"))
@@ -493,7 +541,7 @@ class ReviewApp:
                                 prevent_default_action=True, ignore_modifier_key_events=True)
         self.wheel_events = Event(source=self.image, watched_events=["wheel"], prevent_default_action=True,
                                   throttle_or_debounce="throttle", wait=120)
-        self.legend = w.HTML(self._legend_html(labels)).add_class("review-legend")
+        self.legend = w.HTML(self._legend_html(labels), layout=w.Layout(margin="0 16px 0 0")).add_class("review-legend")
         self.key_legend = w.HTML(
             "<b>keys</b> (pointer over the image): <kbd>→</kbd>/<kbd>j</kbd> next · <kbd>←</kbd>/<kbd>k</kbd> "
             "previous · <kbd>a</kbd> aligned · <kbd>p</kbd> problem · <kbd>u</kbd> undo · <kbd>+</kbd>/<kbd>-</kbd>"
@@ -508,7 +556,7 @@ class ReviewApp:
         self.zoom = w.ToggleButtons(options=[(f"{z}x", z) for z in ZOOMS], value=1, description="zoom",
                                     style={"button_width": "44px"})
         self.outline = w.ToggleButtons(options=[("fill", False), ("outline", True)], value=False,
-                                       style={"button_width": "64px"})
+                                       style={"button_width": "76px"})
         self.opacity = w.FloatSlider(0.4, min=0, max=1, step=0.05, description="opacity",
                                      layout=w.Layout(width="260px"))
         self.class_boxes = {k: w.Checkbox(k in self.view_settings.classes, description=labels[k], indent=False,
@@ -544,22 +592,19 @@ class ReviewApp:
         for control in (self.flag_filter, self.verdict_filter, self.rank_filter, self.sort_by, self.descending):
             control.observe(guard(self._on_filter_control), names="value")
 
-        row = w.HBox
+        def row(children, align="center"):
+            return w.HBox(children, layout=w.Layout(flex_flow="row wrap", align_items=align))
+
         self.widget = w.VBox([
-            w.HTML(CSS), self.error_box,
-            row([self.title, self.progress, self.audit_status], layout=w.Layout(justify_content="space-between")),
-            row([self.prev_button, self.slider, self.next_button, self.position_label, self.jump, self.auto_advance],
-                layout=w.Layout(flex_flow="row wrap", align_items="center")),
-            self.panel_titles, self.image, self.legend, self.key_legend,
-            row([*self.verdict_buttons.values(), self.undo_button, self.note, self.export_button],
-                layout=w.Layout(flex_flow="row wrap", align_items="center")),
-            self.notice,
-            row([self.zoom, self.outline, self.opacity, *self.class_boxes.values()],
-                layout=w.Layout(flex_flow="row wrap", align_items="center")),
-            row([w.VBox([row([self.flag_filter, self.verdict_filter, self.rank_filter],
-                             layout=w.Layout(flex_flow="row wrap")),
+            w.HTML(CSS), self.error_box, self.title,
+            row([self.progress, self.audit_status]),
+            row([self.prev_button, self.slider, self.next_button, self.position_label, self.jump, self.auto_advance]),
+            row([*self.verdict_buttons.values(), self.undo_button, self.note, self.export_button]),
+            self.notice, self.key_legend, self.panel_titles, self.image,
+            row([self.legend, self.zoom, self.outline, self.opacity, *self.class_boxes.values()]),
+            row([w.VBox([row([self.flag_filter, self.verdict_filter, self.rank_filter]),
                          row([self.sort_by, self.descending]), self.table_header, self.table, self.table_position]),
-                 self.info], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
+                 self.info], align="flex-start"),
         ], layout=w.Layout(width="100%"))
 
     def _legend_html(self, labels) -> str:
@@ -907,37 +952,39 @@ class ReviewApp:
                 self.show(self.current)
 
     def start_audit(self):
-        """Run the audit in a background thread; the flags appear when it finishes (the UI is usable meanwhile)."""
+        """Audit in the background (or join the audit of this data already running in this kernel, e.g. when the
+        cell is run again); the flags appear when it finishes, and the UI is usable meanwhile."""
         self.audit_source = "running"
         self.audit_status.value = "audit running: starting…"
-        self._audit_thread = threading.Thread(target=self._run_audit, name="review-audit", daemon=True)
-        self._audit_thread.start()
+        self._audit = background_audit(self.data_dir, self.audit_paths[0] if self.audit_paths else None)
+        self._audit.listeners.append(self._audit_progress)
+        self._audit.future.add_done_callback(self._audit_done)
 
-    def _run_audit(self):
-        """The background audit: progress in the status line, the report written and used when done."""
-        started, last = time.monotonic(), [0.0]
+    def _audit_progress(self, done: int, total: int):
+        """The status line, at most every STATUS_INTERVAL_S (called from the audit's thread)."""
+        now = time.monotonic()
+        if done == total or now - self._audit_shown_at >= STATUS_INTERVAL_S:
+            self._audit_shown_at = now
+            self.audit_status.value = f"audit running: {done:,} / {total:,} pairs"
 
-        def progress(done, total):
-            now = time.monotonic()
-            if done == total or now - last[0] >= STATUS_INTERVAL_S:
-                last[0] = now
-                self.audit_status.value = f"audit running: {done:,} / {total:,} pairs"
-
+    def _audit_done(self, future):
+        """Use the finished audit's report, or show why it failed (called from the audit's thread)."""
         try:
-            report = audit.audit_dataset(self.data_dir, progress=progress)
-            if self.audit_paths:
-                audit.write_report(report, self.audit_paths[0])
-            self.audit_source = f"ran in {time.monotonic() - started:.0f} s"
-            self.use_report(report)
-        except Exception:
+            report = future.result()
+        except Exception as err:  # anything the audit raised: shown, not lost in a thread
             with self._lock:
-                self._show_error("the background audit failed", traceback.format_exc())
+                self._show_error("the background audit failed", "".join(traceback.format_exception(err)))
                 self.audit_status.value = "<span style='color:#b00020'>audit failed (see the red box)</span>"
+        else:
+            self.audit_source = f"ran in {self._audit.seconds:.0f} s"
+            self.use_report(report)
+        finally:
+            self._audit_applied.set()
 
     def wait_for_audit(self, timeout: float | None = None) -> dict | None:
         """The report, after waiting for a background audit (tests and scripts; a notebook should not block)."""
-        if self._audit_thread is not None:
-            self._audit_thread.join(timeout)
+        if self._audit is not None:
+            self._audit_applied.wait(timeout)
         return self.report
 
     def summary(self) -> str:

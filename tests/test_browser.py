@@ -1,4 +1,11 @@
-"""The review notebook in a real JupyterLab, driven by headless Chromium: slider moves, verdict is logged."""
+"""The review notebook in a real JupyterLab, driven by headless Chromium: Run All, then review by keyboard.
+
+Keys (j/k/arrows, a, p, u) go to the review and not to JupyterLab (no cell inserted, the notebook's mode
+unchanged), the jump box, the verdicts durable in the log, the audit's flags arriving from the background
+thread, the image strip's aspect ratio at two widths. The helpers here (a Lab server over a temp folder, a
+kernel started before the page opens, a Run All that survives Lab's dialogs) are also used by
+bench/bench_review.py.
+"""
 import json
 import os
 import secrets
@@ -8,12 +15,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 NOTEBOOK = "02_verify_alignment.ipynb"
@@ -24,109 +30,136 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
+# ---------------------------------------------------------------- driving JupyterLab (shared with the bench)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def lab_root(tmp_path, data_dir) -> Path:
-    """A temp project: the modules, and the review notebook with its parameters pointed at temp paths."""
-    root = tmp_path / "lab"
-    (root / "notebooks").mkdir(parents=True)
-    for module in PROJECT_DIR.glob("*.py"):
-        shutil.copy(module, root)
+def review_notebook_root(root: Path, parameters: dict) -> Path:
+    """A folder with notebooks/02 whose parameters cell holds `parameters` (literals); returns root."""
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(PROJECT_DIR / "notebooks" / NOTEBOOK, 4)
-    params = next(cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", []))
-    params.source = (f'data_dir = "{data_dir}"\noutput_dir = "{tmp_path / "out"}"\nseed = 0\n'
-                     f'review_log = "{tmp_path / "verdicts.jsonl"}"')
+    cell = next(cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", []))
+    cell.source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     nbformat.write(nb, root / "notebooks" / NOTEBOOK)
     return root
 
 
-@pytest.fixture
-def lab(tmp_path, example_data):
-    """(base URL with token, log path): JupyterLab on a free loopback port over a temp project."""
-    port, token = free_port(), secrets.token_hex(16)
-    root = lab_root(tmp_path, example_data)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False"]
-        + (["--allow-root"] if os.geteuid() == 0 else []),  # CI containers often run as root
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "wb"), env={**os.environ, "JUPYTER_NO_CONFIG": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+class Lab:
+    """A JupyterLab server on a free loopback port over `root` (the project itself is installed, editable)."""
+
+    def __init__(self, root: Path, log_path: Path):
+        self.root, self.port, self.token = Path(root), free_port(), secrets.token_hex(16)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+             "--ServerApp.open_browser=False"] + (["--allow-root"] if os.geteuid() == 0 else []),
+            stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"), env={**os.environ, "JUPYTER_NO_CONFIG": "1"},
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                self.api("GET", "status")
+                return
+            except OSError:
+                assert self.server.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+                time.sleep(0.5)
+
+    def api(self, method: str, path: str, body=None):
+        """Call the server's REST API; the decoded JSON answer."""
+        request = urllib.request.Request(f"{self.base}/api/{path}", method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"token {self.token}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            text = answer.read()
+        return json.loads(text) if text else None
+
+    def start_kernel(self, notebook_path: str) -> str:
+        """Start a python3 kernel in a session for the notebook; its id. Lab then opens the notebook on it and
+        never asks which kernel to start (that dialog swallowed a Run All about 2 runs in 5 on a busy machine)."""
+        session = self.api("POST", "sessions", {"path": notebook_path, "type": "notebook", "name": notebook_path,
+                                                "kernel": {"name": "python3"}})
+        return session["kernel"]["id"]
+
+    def wait_kernel_idle(self, kernel_id: str, timeout: float = 120):
+        """Until the server has seen the kernel idle (it says "starting" until a client has talked to it)."""
+        deadline = time.monotonic() + timeout
+        while self.api("GET", f"kernels/{kernel_id}")["execution_state"] != "idle":
+            assert time.monotonic() < deadline, f"kernel {kernel_id} not idle after {timeout} s"
+            time.sleep(0.3)
+
+    def kernel_pid(self) -> int | None:
+        """Process id of the (one) kernel this server started."""
+        import psutil
+
+        for child in psutil.Process(self.server.pid).children(recursive=True):
+            if "ipykernel" in " ".join(child.cmdline()):
+                return child.pid
+        return None
+
+    def url(self, notebook_path: str) -> str:
+        return f"{self.base}/lab/tree/{notebook_path}?token={self.token}"
+
+    def stop(self):
+        self.server.terminate()
         try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "lab.log").read_text()[-2000:]
-            time.sleep(0.5)
-    yield f"{base}/lab/tree/notebooks/{NOTEBOOK}?token={token}", tmp_path / "verdicts.jsonl"
-    server.terminate()
-    server.wait(timeout=20)
+            self.server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
 
 
-def test_review_notebook_in_chromium(lab, tmp_path):
+@contextmanager
+def chromium_page(width: int = 1500, height: int = 1000):
+    """A headless Chromium page (the system's /usr/bin/chromium)."""
+    from playwright.sync_api import sync_playwright
+
     assert CHROMIUM.is_file(), f"{CHROMIUM} missing: apt-get install -y chromium chromium-driver"
-    url, log_path = lab
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        page.goto(url)
-        page.locator(".jp-Notebook").wait_for(timeout=60_000)
-        title = page.locator(".review-title")
-        run_all_until_visible(page, title, tmp_path)
-        title.scroll_into_view_if_needed()
-        before = title.inner_text()
-        assert "example 0 " in before
-
-        page.locator(".review-slider .noUi-handle").focus()
-        for _ in range(3):
-            page.keyboard.press("ArrowRight")
-        # three steps right from example 0 (names 0..19 in natural order): the kernel must show example 3
-        page.wait_for_function("() => document.querySelector('.review-title').innerText.includes('example 3 ')",
-                               timeout=20_000)
-        name = title.inner_text().split()[1]
-        assert name == "3" and title.inner_text() != before
-
-        page.locator(".verdict-aligned").click()
-        deadline = time.monotonic() + 20
-        while not (log_path.exists() and name in _verdicts(log_path)) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        page.locator(".review-progress").get_by_text("reviewed 1 / 20").wait_for(timeout=10_000)
-        shot = tmp_path / "review.png"
-        page.screenshot(path=str(shot), full_page=False)
-        shutil.copy(shot, _screenshot_copy())
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-        tracebacks = [text for text in errors.all_inner_texts() if "Traceback" in text or "Error" in text]
-        browser.close()
-    assert _verdicts(log_path)[name]["verdict"] == "aligned"
-    assert not tracebacks, tracebacks
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
 
 
-def run_all_until_visible(page, title, tmp_path, attempts: int = 3):
-    """Run All Cells, again if the UI has not appeared (a run sent before the kernel was up is lost)."""
-    page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)  # kernel is up
-    dialogs = []
+def open_and_run_all(page, lab: Lab, notebook_path: str, ui_selector: str = ".review-image",
+                     timeout_s: float = 120, attempts: int = 2) -> float:
+    """Open the notebook on an idle kernel, Run All Cells, wait for `ui_selector` to be visible (once more if it
+    does not appear: a run Lab swallowed); returns seconds from the Run All click to the UI being visible."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    kernel = lab.start_kernel(notebook_path)
+    page.goto(lab.url(notebook_path))
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+    dialogs = accept_dialogs(page)
+    lab.wait_kernel_idle(kernel)
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=120_000)
     for attempt in range(attempts):
+        dialogs += accept_dialogs(page)
         click_past_dialogs(page, page.get_by_role("menuitem", name="Run", exact=True), dialogs)
+        started = time.monotonic()
         click_past_dialogs(page, page.get_by_text("Run All Cells", exact=True), dialogs)
         try:
-            title.wait_for(timeout=45_000)
-            return
-        except PlaywrightTimeout:
-            page.screenshot(path=str(tmp_path / f"no_ui_{attempt}.png"))
+            page.locator(ui_selector).first.wait_for(state="visible", timeout=timeout_s * 1000)
+            page.wait_for_function(f"() => document.querySelector('{ui_selector}').naturalWidth > 0",
+                                   timeout=timeout_s * 1000)
+            return time.monotonic() - started
+        except PlaywrightTimeout:  # try once more after clearing any dialog
             dialogs += accept_dialogs(page)
-    raise AssertionError(f"the review UI never appeared; dialogs seen: {dialogs}; screenshots in {tmp_path}")
+    raise AssertionError(f"the review UI never appeared after {attempts} Run All; dialogs seen: {dialogs}")
 
 
 def click_past_dialogs(page, target, seen: list, attempts: int = 6):
-    """Click `target`; a JupyterLab dialog that pops up first is accepted and its text kept in `seen`, so a
-    failure says what was in the way. On a busy machine Lab can open the notebook before it has the kernel list
-    and then asks which kernel to start, at any moment after the page loads (this failed CI once)."""
+    """Click `target`; a JupyterLab dialog in the way is accepted first and its text kept in `seen`."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     for _ in range(attempts):
         seen += accept_dialogs(page)
         try:
@@ -149,16 +182,137 @@ def accept_dialogs(page) -> list[str]:
             accept.first.click(timeout=5_000)
         else:
             page.keyboard.press("Escape")
-        deadline = time.monotonic() + 30  # a loaded machine may take a while to start the chosen kernel
+        deadline = time.monotonic() + 30
         while dialogs.count() >= open_now and time.monotonic() < deadline:
             page.wait_for_timeout(200)
     if texts:
-        print("accepted JupyterLab dialogs:", sorted(set(texts)))  # shown in the pytest report on failure
+        print("accepted JupyterLab dialogs:", sorted(set(texts)))
     return texts
 
 
-def _verdicts(path):
-    return {entry["name"]: entry for entry in map(json.loads, path.read_text().splitlines())}
+def output_tracebacks(page) -> list[str]:
+    """Tracebacks in any output area, and the review's red error box."""
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    found = [text for text in errors.all_inner_texts() if "Traceback" in text or "Error" in text]
+    return found + [text for text in page.locator(".review-error").all_inner_texts() if text.strip()]
+
+
+# ---------------------------------------------------------------- the test
+
+
+@pytest.fixture
+def lab(tmp_path, example_data):
+    """(Lab, log path) over a temp folder whose review notebook points at the example data."""
+    log_path = tmp_path / "verdicts.jsonl"
+    root = review_notebook_root(tmp_path / "lab", {
+        "data_dir": str(example_data), "output_dir": str(tmp_path / "out"), "seed": 0,
+        "review_log": str(log_path), "reviewer": "browser-test", "label_issues": ""})
+    server = Lab(root, tmp_path / "lab.log")
+    yield server, log_path
+    server.stop()
+
+
+def title(page) -> str:
+    return page.locator(".review-title").inner_text()
+
+
+def wait_title(page, name: str):
+    """Until the review shows example `name`."""
+    page.wait_for_function(
+        "name => document.querySelector('.review-title').innerText.includes('example ' + name + ' ')",
+        arg=name, timeout=20_000)
+
+
+def wait_log(path: Path, predicate, timeout: float = 20) -> dict:
+    """The log's latest line per name, once `predicate(it)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        latest = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                entry = json.loads(line)
+                latest[entry["name"]] = entry
+        if predicate(latest) or time.monotonic() > deadline:
+            return latest
+        time.sleep(0.2)
+
+
+def notebook_state(page) -> tuple[int, str]:
+    """(number of cells, the notebook's mode) as JupyterLab shows them."""
+    cells = page.locator(".jp-Notebook .jp-Cell").count()
+    mode = page.locator(".jp-Notebook").first.evaluate(
+        "n => n.classList.contains('jp-mod-editMode') ? 'edit' : n.classList.contains('jp-mod-commandMode') ? "
+        "'command' : 'none'")
+    return cells, mode
+
+
+def aspect_error(page) -> float:
+    """Relative difference between the strip's shown and natural aspect ratios."""
+    return page.locator(".review-image").evaluate(
+        "img => Math.abs((img.clientWidth / img.clientHeight) / (img.naturalWidth / img.naturalHeight) - 1)")
+
+
+def test_review_notebook_by_keyboard_in_chromium(lab, tmp_path):
+    server, log_path = lab
+    with chromium_page() as page:
+        open_and_run_all(page, server, f"notebooks/{NOTEBOOK}")
+        image = page.locator(".review-image")
+        image.scroll_into_view_if_needed()
+        assert "example 0 " in title(page)  # a fresh log: the first unreviewed is the first example
+        image.click()
+        cells, mode = notebook_state(page)
+
+        for key, name in (("j", "1"), ("ArrowRight", "2"), ("k", "1"), ("ArrowLeft", "0")):
+            page.keyboard.press(key)
+            wait_title(page, name)
+        page.keyboard.press("a")  # aligned: written, then the next unreviewed example (1)
+        wait_title(page, "1")
+        page.keyboard.press("p")
+        wait_title(page, "2")
+        latest = wait_log(log_path, lambda latest: "1" in latest)
+        assert latest["0"]["verdict"] == "aligned" and latest["1"]["verdict"] == "problem"
+        assert latest["1"]["reviewer"] == "browser-test"
+        page.keyboard.press("u")  # undo the problem verdict of 1: shown again, unreviewed
+        wait_title(page, "1")
+        latest = wait_log(log_path, lambda latest: latest.get("1", {}).get("undo"))
+        assert latest["1"]["verdict"] == "unreviewed"
+        page.locator(".review-progress").get_by_text("reviewed 1 / 20").wait_for(timeout=10_000)
+        page.keyboard.press("+")
+        page.locator(".review-panel-titles").get_by_text("image · 2x").wait_for(timeout=10_000)
+        page.keyboard.press("0")
+
+        assert notebook_state(page) == (cells, mode), "a review key reached JupyterLab"
+        assert page.locator(".jp-Dialog").count() == 0
+
+        page.mouse.move(5, 5)  # keys go to the image only while the pointer is over it
+        jump = page.locator(".review-jump input")
+        jump.fill("17")
+        jump.press("Enter")
+        wait_title(page, "17")
+        image.click()
+        page.keyboard.press("a")
+        wait_title(page, "18")  # the next unreviewed one after 17
+        assert wait_log(log_path, lambda latest: "17" in latest)["17"]["verdict"] == "aligned"
+
+        # the audit ran in the kernel's background thread; its flags reach the browser without any action
+        page.locator(".review-audit").get_by_text("flagged").wait_for(timeout=120_000)
+        assert "flags:" in page.locator(".review-info").inner_text()
+
+        assert aspect_error(page) < 0.02
+        page.set_viewport_size({"width": 800, "height": 1000})
+        page.wait_for_timeout(500)
+        assert aspect_error(page) < 0.02 and image.evaluate("img => img.clientWidth") < 800
+
+        assert notebook_state(page)[0] == cells
+        tracebacks = output_tracebacks(page)
+        page.set_viewport_size({"width": 1500, "height": 1000})
+        image.scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "review.png"))
+        shutil.copy(tmp_path / "review.png", _screenshot_copy())
+    assert not tracebacks, tracebacks
+    final = wait_log(log_path, lambda latest: True)
+    assert {name: entry["verdict"] for name, entry in final.items()} == {"0": "aligned", "1": "unreviewed",
+                                                                        "17": "aligned"}
 
 
 def _screenshot_copy() -> Path:

@@ -446,9 +446,10 @@ def test_a_pair_that_cannot_be_read_is_shown_as_such_and_skipped(tmp_path):
 
 
 def test_background_audit_fills_the_flags_in(example_data, report, tmp_path, monkeypatch):
-    release = threading.Event()
+    release, calls = threading.Event(), []
 
     def slow_audit(data_dir, progress=None, **kwargs):
+        calls.append(data_dir)
         progress(1, 20)
         release.wait(30)
         return report
@@ -460,8 +461,10 @@ def test_background_audit_fills_the_flags_in(example_data, report, tmp_path, mon
     key(app, "j")
     key(app, "a")  # the review goes on while the audit runs
     assert app.current == "2" and app.table.options[0][0].endswith("…")
+    again = ReviewApp(example_data, None, tmp_path / "v.jsonl", audit_paths=[saved])  # the cell run again
     release.set()
-    assert app.wait_for_audit(30) is report
+    assert app.wait_for_audit(30) is report and again.wait_for_audit(30) is report
+    assert len(calls) == 1  # the second app joined the running audit
     assert not app.flag_filter.disabled and app.flags["0"] == report["examples"][0]["flags"]
     assert "flagged" in app.audit_status.value and json.loads(saved.read_text())["examples"]
     assert app.current == "2" and "flags:" in app.info.value
@@ -474,7 +477,7 @@ def test_a_current_report_is_used_without_auditing(example_data, report, tmp_pat
                         raising=False)
     monkeypatch.setattr(audit, "audit_dataset", lambda *a, **k: pytest.fail("the audit ran"))
     app = ReviewApp(example_data, None, tmp_path / "v.jsonl", audit_paths=[tmp_path / "none.json", path])
-    assert app.report is report and app._audit_thread is None and str(path) in app.audit_status.value
+    assert app.report is report and app._audit is None and str(path) in app.audit_status.value
 
 
 def test_label_issues_rank_column_sort_filter_and_picture(example_data, report, tmp_path):
