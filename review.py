@@ -301,11 +301,12 @@ def table_header(with_rank: bool, width: int = 16) -> str:
     return f"{'name':<{width}} {'verdict':<9}" + (f" {'rank':>5}" if with_rank else "") + " flags"
 
 
-def describe(entry: dict | None, verdict: dict | None, issue: dict | None = None) -> str:
-    """HTML listing the audit's flags and main measures for one example, its label issue and its verdict."""
+def describe(entry: dict | None, verdict: dict | None, issue: dict | None = None, audited: bool = True) -> str:
+    """HTML listing the audit's flags and main measures for one example, its label issue and its verdict
+    (audited: whether there is a report yet, so a missing entry reads right)."""
     rows = []
     if entry is None:
-        rows.append("<i>audit: not yet available</i>")
+        rows.append("<i>not in the audit report</i>" if audited else "<i>audit: not yet available</i>")
     else:
         rows.append(f"<b>flags:</b> {html.escape(', '.join(entry['flags']) or 'none')}")
         rows += [f"{html.escape(label)}: {c['components']} component(s), {c['pixels']} px"
@@ -529,7 +530,7 @@ class ReviewApp:
         self.next_button = w.Button(description="next ▶", layout=w.Layout(width="100px"))
         self.slider = w.IntSlider(0, 0, max(0, len(self.names) - 1), readout=False, description="example",
                                   continuous_update=False, layout=w.Layout(width="340px")).add_class("review-slider")
-        self.position_label = w.HTML().add_class("review-position")
+        self.position_label = w.HTML(layout=w.Layout(margin="0 8px")).add_class("review-position")
         self.jump = w.Text(placeholder="jump to a name ⏎", continuous_update=False,
                            layout=w.Layout(width="180px")).add_class("review-jump")
         self.auto_advance = w.Checkbox(True, description="after a verdict, show the next unreviewed", indent=False,
@@ -598,7 +599,7 @@ class ReviewApp:
         self.widget = w.VBox([
             w.HTML(CSS), self.error_box, self.title,
             row([self.progress, self.audit_status]),
-            row([self.prev_button, self.slider, self.next_button, self.position_label, self.jump, self.auto_advance]),
+            row([self.prev_button, self.slider, self.position_label, self.next_button, self.jump, self.auto_advance]),
             row([*self.verdict_buttons.values(), self.undo_button, self.note, self.export_button]),
             self.notice, self.key_legend, self.panel_titles, self.image,
             row([self.legend, self.zoom, self.outline, self.opacity, *self.class_boxes.values()]),
@@ -621,6 +622,7 @@ class ReviewApp:
 
         def guarded(*args):
             with self._lock:
+                echo = self._syncing  # an observer fired by the app moving its own widgets: not a user action
                 try:
                     callback(*args)
                 except Exception:
@@ -628,7 +630,7 @@ class ReviewApp:
                     if self.raise_errors:
                         raise
                 else:
-                    if self.error_box.value:
+                    if self.error_box.value and not echo:
                         self.error_box.value = ""
 
         return guarded
@@ -715,7 +717,8 @@ class ReviewApp:
         finally:
             self._syncing = False
         self.position_label.value = f"<b>{html.escape(name)}</b>"
-        self.info.value = describe(self.entries.get(name), self.verdicts.get(name), self.issues.get(name))
+        self.info.value = describe(self.entries.get(name), self.verdicts.get(name), self.issues.get(name),
+                                   audited=self.report is not None)
         self._update_panel_titles()
         ahead = [self.order[i] for i in (position + 1, position - 1) if 0 <= i < len(self.order)]
         upcoming = self.next_unreviewed()
@@ -974,7 +977,8 @@ class ReviewApp:
         except Exception as err:  # anything the audit raised: shown, not lost in a thread
             with self._lock:
                 self._show_error("the background audit failed", "".join(traceback.format_exception(err)))
-                self.audit_status.value = "<span style='color:#b00020'>audit failed (see the red box)</span>"
+                reason = html.escape(f"{type(err).__name__}: {err}".splitlines()[0][:200])
+                self.audit_status.value = f"<span style='color:#b00020'>audit failed: {reason}</span>"
         else:
             self.audit_source = f"ran in {self._audit.seconds:.0f} s"
             self.use_report(report)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic import write_dataset
+from synthetic import write_dataset, write_layout
 
 import audit
 import loader
@@ -497,4 +497,45 @@ def test_label_issues_rank_column_sort_filter_and_picture(example_data, report, 
     picture = np.asarray(Image.open(__import__("io").BytesIO(app.image.value)).convert("RGB"))
     assert tuple(panels(picture, 4)[3][5, 5]) == (0, 0, 255)
     assert "rank 1" in app.panel_titles.value and "label issue" in app.info.value
+    assert_no_error_shown(app)
+
+
+def test_a_failing_background_audit_is_shown_not_lost(example_data, tmp_path, monkeypatch):
+    def broken_audit(data_dir, progress=None, **kwargs):
+        raise loader.DataError("images/3.png: unreadable image")
+
+    monkeypatch.setattr(audit, "audit_dataset", broken_audit)
+    app = ReviewApp(example_data, None, tmp_path / "v.jsonl")
+    assert app.wait_for_audit(30) is None
+    assert "DataError" in app.errors[0] and "images/3.png" in app.error_box.value
+    assert "audit failed: DataError: images/3.png" in app.audit_status.value
+    key(app, "j")  # the review goes on without flags; the status line keeps the reason
+    assert app.current == "1" and app.error_box.value == "" and "audit failed" in app.audit_status.value
+
+
+@pytest.mark.parametrize("layout", ["rgb_ignore", "mixed_sizes", "nnunet"])
+def test_the_app_on_other_layouts(layout, tmp_path):
+    """RGB images with 11 classes and ignore pixels, images of several sizes, nnU-Net's folders."""
+    data = write_layout(tmp_path / layout, layout, n=12)
+    app = ReviewApp(data, None, tmp_path / "v.jsonl", run_audit=False, raise_errors=True)
+    assert len(app.class_boxes) == len(app.data.labels) - 1
+    shapes, hatched = set(), 0
+    for _ in app.names:
+        image, mask, _ = app._pair(app.current)
+        shapes.add(mask.shape)
+        picture = np.asarray(Image.open(__import__("io").BytesIO(app.image.value)).convert("RGB"))
+        top, left, crop_h, crop_w = review.crop_box(mask.shape, 1)
+        assert picture.shape[0] == review.panel_size(crop_h, crop_w)[0]
+        if layout == "rgb_ignore":
+            assert (image[..., 0] != image[..., 1]).any()  # kept in colour
+            if (mask == review.IGNORE_INDEX).any():
+                hatched += 1
+                assert (panels(picture)[2] == review.HATCH_RGB).all(axis=2).any()
+        key(app, "+")
+        key(app, "0")
+        key(app, "j")
+    assert len(shapes) > 1 or layout != "mixed_sizes"
+    assert hatched or layout != "rgb_ignore"
+    key(app, "p")
+    assert app.log.latest()[app.names[-1]]["verdict"] == "problem"
     assert_no_error_shown(app)
