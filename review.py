@@ -44,8 +44,8 @@ MIN_PANEL_PX = 256          # panels are upscaled by a whole factor to at least 
 MAX_PANEL_PX = 512          # larger crops are sampled down to this: PNG size and encoding time stay bounded
 GAP_PX = 4                  # white gap between panels
 TABLE_ROWS = 50             # rows of the example table sent to the browser at once (a page around the current)
-DECODED_CACHE = 32          # decoded pairs kept (a few neighbours each way)
-RENDERED_CACHE = 24         # PNG strips kept, keyed by name and view settings
+DECODED_CACHE = (32, 256 * 2**20)   # decoded pairs kept (a few neighbours each way): at most 32 and 256 MB
+RENDERED_CACHE = (24, 64 * 2**20)   # PNG strips kept, keyed by name and view settings: at most 24 and 64 MB
 STATUS_INTERVAL_S = 0.5     # the background audit's progress line is updated at most this often
 
 # class index k in figures' colour for k (0 is never painted), as 8-bit RGB; ignore: grey, hatched
@@ -364,32 +364,39 @@ def current_audit_report(paths, data_dir) -> tuple[dict | None, Path | None]:
 
 
 class LRU:
-    """A small thread-safe least-recently-used mapping."""
+    """A small thread-safe least-recently-used mapping, bounded in items and in bytes (`sizeof(value)`)."""
 
-    def __init__(self, size: int):
-        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+    def __init__(self, items: int, max_bytes: int, sizeof):
+        self.items, self.max_bytes, self.sizeof = items, max_bytes, sizeof
+        self._values, self._bytes, self._lock = OrderedDict(), 0, threading.Lock()
 
     def get(self, key):
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
         return None
 
     def put(self, key, value):
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            if key in self._values:
+                self._bytes -= self.sizeof(self._values.pop(key))
+            self._values[key] = value
+            self._bytes += self.sizeof(value)
+            while len(self._values) > 1 and (len(self._values) > self.items or self._bytes > self.max_bytes):
+                self._bytes -= self.sizeof(self._values.popitem(last=False)[1])
 
     def __contains__(self, key):
         with self._lock:
-            return key in self._items
+            return key in self._values
 
     def __len__(self):
         with self._lock:
-            return len(self._items)
+            return len(self._values)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
 
 class BackgroundAudit:
@@ -483,7 +490,8 @@ class ReviewApp:
         self.view_settings = View(classes=tuple(range(1, len(self.data.labels))))
         self._lock = threading.RLock()  # callbacks (kernel thread) and the background audit's result
         self._syncing = False  # set while the app itself moves widgets, so their observers stay quiet
-        self._decoded, self._rendered = LRU(DECODED_CACHE), LRU(RENDERED_CACHE)
+        self._decoded = LRU(*DECODED_CACHE, sizeof=lambda pair: sum(a.nbytes for a in pair if a is not None))
+        self._rendered = LRU(*RENDERED_CACHE, sizeof=len)
         self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="review-prefetch")
         self._wanted: set = set()
         self._drag_start = None

@@ -539,3 +539,15 @@ def test_the_app_on_other_layouts(layout, tmp_path):
     key(app, "p")
     assert app.log.latest()[app.names[-1]]["verdict"] == "problem"
     assert_no_error_shown(app)
+
+
+def test_caches_stay_bounded_in_items_and_bytes():
+    cache = review.LRU(3, 100, sizeof=len)
+    for key in "abcd":
+        cache.put(key, b"x" * 10)
+    assert len(cache) == 3 and "a" not in cache and cache.nbytes == 30
+    cache.get("b")
+    cache.put("e", b"x" * 90)  # over 100 bytes: the least recently used go first
+    assert "b" in cache and "c" not in cache and "d" not in cache and cache.nbytes == 100
+    cache.put("f", b"x" * 500)  # one value larger than the budget is still kept, alone
+    assert len(cache) == 1 and "f" in cache
