@@ -1,69 +1,109 @@
-"""Findings about a segmentation dataset without a model: integrity, content, anatomical order, alignment.
+"""Findings about a segmentation dataset without a model: integrity, content, alignment, optional domain checks.
 
-`audit_dataset(DATA_DIR)` returns a JSON-ready report; the CLI writes it, a contact sheet and a summary.
+`audit_dataset(DATA_DIR)` returns a JSON-ready report; `current_report(PATH, DATA_DIR)` gives back a saved report
+while the data and the audit's settings are unchanged; the CLI writes a report, a contact sheet and a summary.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import multiprocessing
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import fft, ndimage
 
 import loader
+from description import DESCRIPTION_FILE, IGNORE_INDEX
+
+REPORT_FORMAT = 2   # part of the report's key: a report of another format is never reused
 
 # Every flag starts with one of these code words, then (where shown) a colon and a detail.
 FLAG_CODES = {
-    "empty_mask": "the mask has no foreground pixel at all",
-    "missing_class": "missing_class:<label> -- a non-empty mask without any pixel of <label>",
+    "empty_mask": "the mask has no pixel of any class but the background (ignore pixels do not count)",
+    "missing_class": "missing_class:<label> -- a non-empty mask without any pixel of <label>, a class that most of "
+                     "this dataset's non-empty masks hold (MISSING_CLASS_SHARE of them) as a sizeable part of their "
+                     "labels (MAJOR_CLASS_SHARE)",
     "duplicate_of": "duplicate_of:<name> -- the image or the mask is byte-identical to example <name>'s "
                     "(measures.duplicate says which)",
-    "order_gap": "order_gap:<a>-<a>@<top|bottom> -- two <a> levels follow each other along the column with no "
-                 "level of the other class between them, in the top or bottom half of the column; "
-                 "order_gap:unlabelled_disc@<top|bottom> -- one level beyond that end of the labelled column "
-                 "the image looks like a disc (a level seems missing there)",
-    "short_column": "short_column:<top|bottom> -- the labelled rows end further from that edge of the image than in "
-                    "most of this dataset's masks (by more than SHORT_COLUMN of the image height): the annotation "
-                    "may stop short of structures the image still shows",
-    "misaligned": "misaligned:<alternative> -- the mask's boundaries fit the image's edges at least as well "
-                  "after <alternative>: shift(dy,dx) (move the mask dy rows down, dx columns right), flip_lr, "
-                  "flip_ud, transpose, or swapped_with:<name> (the mask stored with example <name>)",
+    "order_gap": "only with the description's audit switch \"alternating\": [<a>, <b>]: "
+                 "order_gap:<a>-<a>@<top|bottom> -- two <a> levels follow each other along the column with no "
+                 "<b> level between them, in the top or bottom half of the column; "
+                 "order_gap:unlabelled_<a>@<top|bottom> -- one step beyond that end of the labelled column the "
+                 "image looks like an <a> level (one seems missing there)",
+    "short_column": "only with the description's audit switch \"extent\": true: short_column:<top|bottom> -- the "
+                    "labels end further from that edge of the image than in most of this dataset's masks (by "
+                    "more than SHORT_COLUMN of the image height): the annotation may stop short",
+    "misaligned": "misaligned:<alternative> -- another placement of a mask fits the image's edges clearly better "
+                  "than the given one (after the dataset-wide offset, if any; see alignment.gain): shift(dy,dx) "
+                  "(move the mask dy rows down, dx columns right), flip_lr, flip_ud, transpose, or "
+                  "swapped_with:<name> (the mask stored with example <name>)",
+}
+DATASET_FINDING_CODES = {
+    "dataset_offset": "the masks fit the images best when all are moved by the same shift [dy, dx]: a "
+                      "dataset-wide offset (of the labelling tool or a conversion), judged once, not per pair",
 }
 
-MAX_SHIFT = 10          # shifts tried: every (dy, dx) with 3 <= max(|dy|, |dx|) <= MAX_SHIFT
-MIN_SHIFT = 3           # 1-2 px is within hand-drawing accuracy, not an alternative placement
-MARGIN = 1.02           # the given placement must beat every alternative by 2% to count as clearly best
-EDGE_SIGMAS = (1.5, 2.0, 2.5, 3.0)
-EDGE_QUANTILES = (0.6, 0.85)  # Canny hysteresis thresholds as quantiles: independent of contrast
-ORDER_CLASSES = ("disc", "vertebra")
+# ---- alignment: how well a mask's label boundaries sit on the image's edges, against alternative placements
+EDGE_SIGMA = 1.25       # px; gradient scale of the edge map
+EDGE_QUANTILE = 0.9     # gradients above this quantile of the image's own count as full-strength edges
+MAX_SHIFT = 10          # shifts measured: every (dy, dx) with |dy|, |dx| <= MAX_SHIFT
+TOLERANCE = 1           # px around the dataset offset still counted as "as given" (hand-drawn outlines wander)
+MIN_SHIFT = 3           # px from the dataset offset before a shift is an alternative placement
+COARSE_SIDE = 64        # swap screening compares masks on grids about this many cells wide
+SWAP_CANDIDATES = 2     # other masks per image scored in full after the coarse screen, at most ...
+SCREEN_MARGIN = 0.15    # ... whose coarse exchange gain beats the median pair's best exchange by this much
+MIN_GAIN = 0.1          # least gain of an alternative before it is flagged, however quiet the dataset ...
+ABOVE_MEDIAN = 0.25     # ... and at least this much above this dataset's median pair's best gain ...
+EVIDENCE = 2.0          # ... and the alternative beats the given by this many standard errors (see fit_noise)
+SAMPLE_PIXELS = 4       # boundary pixels per independent sample (both sides of a label change, ~2 px along it)
+# ---- content
+MISSING_CLASS_SHARE = 0.8  # of the non-empty masks that hold a class before its absence is flagged ...
+MAJOR_CLASS_SHARE = 0.1    # ... and of their labelled pixels it typically covers
+MIN_MASKS = 5           # non-empty masks needed before "most of this dataset's masks" means anything
+# ---- domain checks, when the description's "audit" switches ask for them
 MIN_LEVEL_AREA = 20     # px; smaller components are specks, not levels
-DISC_LIKE = 0.5         # beyond the end, at least half-way from the between-discs intensity to a disc's
+LEVEL_LIKE = 0.5        # beyond the end, at least half-way from the between-levels intensity to a level's
 SHORT_COLUMN = 0.15     # of the image height: how much further from an edge than the median mask's labels may end
-MIN_COLUMNS = 5         # labelled masks needed before "most of this dataset's masks" means anything
+# ---- scale
+CAPTION_HEIGHT = 40     # px under each contact-sheet thumbnail: the name and two flags
+POOL_FROM = 64          # pairs from which audit_dataset measures them in worker processes
+CHUNK = 16              # pairs per worker task
 
 
 # ---------------------------------------------------------------- edges and boundaries
 
 
-def edge_map(image: np.ndarray) -> np.ndarray:
-    """Fraction of Canny scales (sigmas EDGE_SIGMAS) with an edge within 1 px of each pixel, float32."""
-    from skimage import feature
+def gray(image: np.ndarray) -> np.ndarray:
+    """float32 (H, W) in [0, 1]: the mean of the channels of an (H, W) or (H, W, C) uint8/float image."""
+    image = loader.image_to_float(np.asarray(image))
+    return image.mean(axis=2) if image.ndim == 3 else image
 
-    image = loader.image_to_float(np.asarray(image).squeeze())
-    total = np.zeros(image.shape, np.float32)
-    for sigma in EDGE_SIGMAS:
-        edges = feature.canny(image, sigma, *EDGE_QUANTILES, use_quantiles=True)
-        total += ndimage.maximum_filter(edges, 3)  # a hand-drawn boundary may sit a pixel off the edge
-    return total / len(EDGE_SIGMAS)
+
+def edge_map(image: np.ndarray) -> np.ndarray:
+    """Edge strength in [0, 1], float32 (H, W): the gradient magnitude at EDGE_SIGMA of the strongest channel,
+    divided by its EDGE_QUANTILE (contrast-free) and capped at 1."""
+    image = loader.image_to_float(np.asarray(image))
+    channels = image.reshape(*image.shape[:2], -1)
+    strength = np.zeros(image.shape[:2], np.float32)
+    for c in range(channels.shape[2]):  # colour edges: a red car on a green tree of the same brightness
+        np.maximum(strength, ndimage.gaussian_gradient_magnitude(channels[..., c], EDGE_SIGMA), out=strength)
+    scale = np.quantile(strength, EDGE_QUANTILE)
+    return np.minimum(strength / scale, 1, out=strength) if scale > 0 else strength
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
-    """1.0 on both sides of every place where the label changes (4-neighbourhood), else 0.0."""
+    """1.0 on both sides of every place where the label changes (4-neighbourhood), else 0.0; changes to or from
+    ignore pixels (IGNORE_INDEX) are not boundaries."""
+    mask = np.asarray(mask)
+    labelled = mask != IGNORE_INDEX
     edge = np.zeros(mask.shape, bool)
-    rows, cols = mask[:-1] != mask[1:], mask[:, :-1] != mask[:, 1:]
+    rows = (mask[:-1] != mask[1:]) & labelled[:-1] & labelled[1:]
+    cols = (mask[:, :-1] != mask[:, 1:]) & labelled[:, :-1] & labelled[:, 1:]
     edge[:-1] |= rows
     edge[1:] |= rows
     edge[:, :-1] |= cols
@@ -71,25 +111,44 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     return edge.astype(np.float32)
 
 
-def fit_score(edges: np.ndarray, boundary: np.ndarray) -> float:
-    """Mean edge strength under the boundary pixels (0 for an empty boundary)."""
-    return float((edges * boundary).sum() / max(boundary.sum(), 1.0))
-
-
-def shift_scores(edges: np.ndarray, boundary: np.ndarray, max_shift: int = MAX_SHIFT) -> np.ndarray:
-    """fit_score of the boundary moved by every (dy, dx) up to max_shift; entry [max_shift+dy, max_shift+dx].
-
-    The boundary is moved with zero padding: pixels moved out of the frame do not count.
-    """
+def shift_surfaces(edges: np.ndarray, boundaries: np.ndarray, reach: int = MAX_SHIFT) -> np.ndarray:
+    """The fit of each boundary (K, H, W) on the edges, the mean edge strength under its pixels, with the boundary
+    moved by every (dy, dx) up to reach: (K, 2 reach+1, 2 reach+1), entry [k, reach+dy, reach+dx]. Pixels moved
+    out of the frame do not count. One FFT correlation per boundary: all 441 shifts for the cost of a few."""
     height, width = edges.shape
-    flipped = boundary[::-1, ::-1]
-    hits = signal.fftconvolve(edges, flipped, mode="full")
-    kept = signal.fftconvolve(np.ones_like(edges), flipped, mode="full")  # boundary pixels still in frame
-    window = np.s_[height - 1 - max_shift : height + max_shift, width - 1 - max_shift : width + max_shift]
-    return hits[window] / np.maximum(kept[window], 1.0)
+    size = (fft.next_fast_len(height + reach, True), fft.next_fast_len(width + reach, True))  # no wrap-around
+    hits = fft.irfft2(fft.rfft2(edges, size) * np.conj(fft.rfft2(boundaries, size)), size)
+    steps = np.arange(-reach, reach + 1)
+    hits = hits[:, steps[:, None] % size[0], steps % size[1]]
+    return (hits / np.maximum(kept_counts(boundaries, steps), 1)).astype(np.float32)
 
 
-# ---------------------------------------------------------------- alignment
+def kept_counts(boundaries: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Boundary pixels of each map (K, H, W) still inside the frame after every shift (dy, dx), dy and dx in
+    steps: (K, S, S). All pixels, less the rows and the columns pushed out, plus the corner counted twice; from
+    the maps' row and column sums and their corners (a full integral image costs more than the FFTs)."""
+    count, height, width = boundaries.shape
+    total = boundaries.sum(axis=(1, 2), dtype=np.float64)
+    rows = _pushed_out(boundaries.sum(axis=2, dtype=np.float64), steps)   # (K, S): by dy
+    cols = _pushed_out(boundaries.sum(axis=1, dtype=np.float64), steps)   # (K, S): by dx
+    corner = np.zeros((count, len(steps), len(steps)))
+    for sy in (-1, 1):
+        for sx in (-1, 1):
+            dy, dx = steps[steps * sy > 0], steps[steps * sx > 0]
+            block = boundaries[:, ::-sy, ::-sx][:, :min(abs(dy).max(), height), :min(abs(dx).max(), width)]
+            sums = block.cumsum(1, dtype=np.float64).cumsum(2)  # rows and columns nearest the edge first
+            found = sums[:, np.minimum(abs(dy), height)[:, None] - 1, np.minimum(abs(dx), width) - 1]
+            corner[:, np.flatnonzero(steps * sy > 0)[:, None], np.flatnonzero(steps * sx > 0)] = found
+    return total[:, None, None] - rows[:, :, None] - cols[:, None, :] + corner
+
+
+def _pushed_out(profile: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Sum of the profile entries (K, N) pushed past either end by each step (positive: past the far end)."""
+    size = profile.shape[1]
+    before = np.concatenate([np.zeros((len(profile), 1)), profile.cumsum(axis=1)], axis=1)  # [:, n]: first n
+    far = before[:, -1:] - before[:, np.maximum(size - np.maximum(steps, 0), 0)]
+    near = before[:, np.minimum(np.maximum(-steps, 0), size)]
+    return np.where(steps > 0, far, near)
 
 
 def geometric_alternatives(mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -100,78 +159,255 @@ def geometric_alternatives(mask: np.ndarray) -> dict[str, np.ndarray]:
     return found
 
 
-def best_shift(scores: np.ndarray) -> tuple[str, float]:
-    """The best shift at least MIN_SHIFT away (Chebyshev distance) and its score."""
-    reach = (scores.shape[0] - 1) // 2
-    dy, dx = np.indices(scores.shape) - reach
-    far = np.where(np.maximum(abs(dy), abs(dx)) >= MIN_SHIFT, scores, -np.inf)
-    row, col = np.unravel_index(np.argmax(far), far.shape)
-    return f"shift({row - reach},{col - reach})", float(far[row, col])
+def coarse(array: np.ndarray, factor: int) -> np.ndarray:
+    """Block means over factor x factor blocks (the last partial blocks dropped), float16."""
+    height, width = (side // factor * factor for side in array.shape)
+    blocks = array[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32).astype(np.float16)
 
 
-def alignment(edges, mask, other_scores: dict[str, float] | None = None) -> dict:
-    """Score the given placement against shifts, flips, transposition and other examples' masks.
+def coarse_factor(shape) -> int:
+    """Block size that makes the coarse grid about COARSE_SIDE cells along the longer side."""
+    return max(1, round(max(shape) / COARSE_SIDE))
 
-    other_scores: {name: fit_score of that example's mask on this image}, precomputed by the caller.
-    """
+
+# ---------------------------------------------------------------- per-pair measures
+
+
+def class_components(mask: np.ndarray, labels) -> dict[str, dict]:
+    """Per non-background class: pixel count, connected-component count, the largest areas (up to 5)."""
+    found = {}
+    for value, label in enumerate(labels[1:], start=1):
+        components, count = ndimage.label(mask == value)
+        areas = np.bincount(components.ravel())[1:] if count else np.zeros(0, int)
+        found[label] = {"pixels": int(areas.sum()), "components": int(count),
+                        "areas": sorted(areas.tolist(), reverse=True)[:5]}
+    return found
+
+
+def digest(array: np.ndarray) -> str:
+    """Content hash of an array (shape and dtype included)."""
+    array = np.ascontiguousarray(array)
+    return hashlib.sha1(f"{array.shape}{array.dtype}".encode() + array.tobytes()).hexdigest()
+
+
+def fit_measures(edges: np.ndarray, mask: np.ndarray) -> dict | None:
+    """What the alignment decision needs of one pair (None if the mask has no boundary): shift surfaces of the
+    given placement and of each geometric alternative, the edge density, coarse edges and boundary."""
     boundary = boundary_map(mask)
-    given = fit_score(edges, boundary)
-    candidates = dict([best_shift(shift_scores(edges, boundary))])
-    candidates.update({name: fit_score(edges, boundary_map(alt)) for name, alt in geometric_alternatives(mask).items()})
-    candidates.update({f"swapped_with:{name}": score for name, score in (other_scores or {}).items()})
-    rival = max(candidates, key=candidates.get)
-    return {
-        "score": round(given, 4),
-        "best_alternative": rival,
-        "alternative_score": round(candidates[rival], 4),
-        "margin": round(given / candidates[rival], 4) if candidates[rival] > 0 else None,
-        "misaligned": candidates[rival] * MARGIN >= given,
-    }
+    if not boundary.any():
+        return None
+    alternatives = {"given": mask, **geometric_alternatives(mask)}
+    stack = np.stack([boundary] + [boundary_map(alt) for name, alt in alternatives.items() if name != "given"])
+    factor = coarse_factor(mask.shape)
+    on_boundary = edges[boundary > 0]
+    return {"placements": list(alternatives), "surfaces": shift_surfaces(edges, stack),
+            "base": float(edges.mean()), "edge_spread": float(on_boundary.std()),
+            "boundary_pixels": int(on_boundary.size), "coarse_edges": coarse(edges, factor),
+            "coarse_boundary": coarse(boundary, factor)}
 
 
-def cross_scores(edges: list[np.ndarray], boundaries: list[np.ndarray], chunk: int = 256) -> np.ndarray:
-    """fit_score of every mask (columns) on every image (rows), by chunked matrix products."""
-    flat_b = np.stack([b.ravel() for b in boundaries])
-    lengths = np.maximum(flat_b.sum(axis=1), 1.0)
-    out = np.empty((len(edges), len(boundaries)), np.float32)
-    for start in range(0, len(edges), chunk):
-        block = np.stack([e.ravel() for e in edges[start : start + chunk]])
-        out[start : start + chunk] = block @ flat_b.T / lengths
-    return out
+def measure_pair(image, mask, labels, options: dict, edges=None) -> dict:
+    """Everything the audit needs of one pair, compact (no full-size arrays kept)."""
+    mask = np.asarray(mask)
+    labelled = (mask != 0) & (mask != IGNORE_INDEX)
+    measures = {"classes": class_components(mask, labels), "image_digest": digest(image),
+                "mask_digest": digest(mask), "labelled": bool(labelled.any()),
+                "foreground": int(np.count_nonzero(labelled)),
+                "present": [int(v) for v in np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[:IGNORE_INDEX])],
+                "margins": edge_margins(mask),
+                "fit": fit_measures(edge_map(image) if edges is None else edges, mask)}
+    if options.get("alternating") and measures["labelled"]:
+        measures["order"] = anatomical_order(image, mask, labels, tuple(options["alternating"]))
+    return measures
+
+
+# ---------------------------------------------------------------- alignment across the dataset
+
+
+def window_max(surface: np.ndarray, centre, radius: int) -> float:
+    """Largest entry of a shift surface within Chebyshev distance radius of shift centre (dy, dx)."""
+    reach = (surface.shape[-1] - 1) // 2
+    rows = slice(max(reach + centre[0] - radius, 0), reach + centre[0] + radius + 1)
+    cols = slice(max(reach + centre[1] - radius, 0), reach + centre[1] + radius + 1)
+    return float(surface[rows, cols].max())
+
+
+def best_far_shift(surface: np.ndarray, offset) -> tuple[tuple[int, int], float]:
+    """The best shift at least MIN_SHIFT from the offset (Chebyshev distance) and its score."""
+    reach = (surface.shape[-1] - 1) // 2
+    dy, dx = np.indices(surface.shape) - reach
+    far = np.where(np.maximum(abs(dy - offset[0]), abs(dx - offset[1])) >= MIN_SHIFT, surface, -np.inf)
+    row, col = np.unravel_index(np.argmax(far), far.shape)
+    return (int(row - reach), int(col - reach)), float(far[row, col])
+
+
+def fit_noise(fit: dict) -> float:
+    """The standard error of the difference of two placements' fit scores: the spread of the edge strength
+    under the boundary, over the square root of its independent samples (boundary pixels / SAMPLE_PIXELS, twice:
+    one mean for each placement). An alternative must beat the given placement by EVIDENCE of these: with a
+    short boundary on an image that barely shows it (a faint lesion), the best of hundreds of placements beats
+    the given one by chance."""
+    return max(fit["edge_spread"] * np.sqrt(2 * SAMPLE_PIXELS / max(fit["boundary_pixels"], 1)), 1e-6)
+
+
+def best_shift(surface: np.ndarray) -> tuple[int, int]:
+    """The shift (dy, dx) at which the given placement fits best."""
+    reach = (surface.shape[-1] - 1) // 2
+    row, col = np.unravel_index(np.argmax(surface), surface.shape)
+    return int(row - reach), int(col - reach)
+
+
+def dataset_offset(fits: list[dict]) -> tuple[tuple[int, int], int]:
+    """The dataset-wide offset: the median of every pair's best shift (small ones included), and how many pairs
+    fit best within TOLERANCE of it. Judging each pair against it keeps a labelling tool's 1-px habit from
+    flagging every pair, and still finds the pair that is off by more than the rest."""
+    if not fits:
+        return (0, 0), 0
+    shifts = np.array([best_shift(fit["surfaces"][0]) for fit in fits])
+    offset = tuple(int(v) for v in np.round(np.median(shifts, axis=0)))
+    near = int((np.abs(shifts - offset).max(axis=1) <= TOLERANCE).sum())
+    return offset, near
+
+
+def gain(alternative: float, given: float, base: float, typical: float) -> float:
+    """How much better an alternative placement fits than the given one, as a share of the edge signal it
+    carries (its fit above the edge density), and never of less than the dataset's typical signal: a pair whose
+    labels barely follow its edges cannot produce a large gain from noise."""
+    return (alternative - given) / max(alternative - base, typical, 1e-6)
+
+
+def geometric_rivals(fit: dict, offset) -> dict[str, float]:
+    """Scores of the given placement (within TOLERANCE of the offset) and of every geometric alternative."""
+    surfaces = fit["surfaces"]
+    scores = {name: window_max(surface, offset, TOLERANCE) for name, surface in zip(fit["placements"], surfaces)}
+    shift, scores["shift"] = best_far_shift(surfaces[0], offset)
+    return scores, shift
+
+
+def swap_screen(fits: list[dict], rows: list[int], typical: float, k: int = SWAP_CANDIDATES,
+                chunk: int = 256) -> dict[int, list[int]]:
+    """For each pair (index into fits), up to k other masks of the same shape whose exchange with its own mask
+    stands out as fitting both images' coarse edges better: {i: [j, ...]}, the most promising first.
+
+    Both images must gain: a true swap helps both, while a near-duplicate neighbour (the next video frame, the
+    next slice of a stack) whose mask fits this image about as well, or better, loses as much on its own image.
+    "Stands out": the exchange's gain (the smaller of the two) exceeds what most pairs' best exchange reaches by
+    SCREEN_MARGIN, so only a few pairs are scored in full. Coarse grids (COARSE_SIDE) keep the all-pairs
+    comparison a few chunked matrix products, in memory proportional to chunk x pairs."""
+    edges = np.stack([fits[i]["coarse_edges"].ravel() for i in rows]).astype(np.float32)
+    boundaries = np.stack([fits[i]["coarse_boundary"].ravel() for i in rows]).astype(np.float32)
+    boundaries /= np.maximum(boundaries.sum(axis=1, keepdims=True), 1e-6)  # rows: weights summing to 1
+    own = np.einsum("ij,ij->i", edges, boundaries)                         # each mask on its own image
+    scale = np.maximum(own - edges.mean(axis=1), typical)
+    best, score = np.zeros((len(rows), k), int), np.full((len(rows), k), -np.inf)
+    for start in range(0, len(rows), chunk):
+        block = slice(start, start + chunk)
+        forward = (edges[block] @ boundaries.T - own[block, None]) / scale[block, None]   # mask j on image i
+        backward = ((boundaries[block] @ edges.T).T - own[:, None]) / scale[:, None]       # mask i on image j
+        both = np.minimum(forward, backward.T)
+        both[np.arange(both.shape[0]), np.arange(start, start + both.shape[0])] = -np.inf
+        top = np.argpartition(-both, min(k, both.shape[1] - 1), axis=1)[:, :k]
+        best[block], score[block] = top, np.take_along_axis(both, top, axis=1)
+    bar = float(np.median(score.max(axis=1))) + SCREEN_MARGIN if len(rows) > 1 else np.inf
+    order = np.argsort(-score, axis=1)
+    return {rows[i]: [rows[best[i, n]] for n in order[i] if score[i, n] > bar] for i in range(len(rows))}
+
+
+def decide_alignment(names, fits, read_pair, edges_of) -> tuple[dict, dict]:
+    """Per labelled pair its alignment entry (scores, best alternative, gain, misaligned) and a summary with the
+    dataset findings. read_pair(i) -> (image, mask) and edges_of(i) -> edge map serve the few swap candidates
+    that are scored in full."""
+    scored = [i for i, fit in enumerate(fits) if fit is not None]
+    offset, near = dataset_offset([fits[i] for i in scored])
+    rivals = {i: geometric_rivals(fits[i], offset) for i in scored}
+    given = {i: rivals[i][0].pop("given") for i in scored}
+    typical = float(np.median([given[i] - fits[i]["base"] for i in scored])) if scored else 0.0
+    candidates = {}
+    for shape in {fits[i]["coarse_edges"].shape for i in scored}:
+        rows = [i for i in scored if fits[i]["coarse_edges"].shape == shape]
+        candidates.update(swap_screen(fits, rows, coarse_typical(fits, rows)))
+    swaps = swap_gains(candidates, given, fits, offset, typical, read_pair, edges_of)
+    entries = {}
+    for i in scored:
+        scores, shift = rivals[i]
+        alternatives = {(f"shift({shift[0]},{shift[1]})" if name == "shift" else name): score
+                        for name, score in scores.items()}
+        gains = {name: gain(score, given[i], fits[i]["base"], typical) for name, score in alternatives.items()}
+        for j, (score, both) in swaps.get(i, {}).items():
+            alternatives[f"swapped_with:{names[j]}"], gains[f"swapped_with:{names[j]}"] = score, both
+        rival = max(gains, key=gains.get)
+        noise = fit_noise(fits[i])
+        entries[i] = {"score": round(given[i], 4), "best_alternative": rival,
+                      "alternative_score": round(alternatives[rival], 4),
+                      "margin": round(given[i] / alternatives[rival], 4) if alternatives[rival] > 0 else None,
+                      "gain": round(gains[rival], 4), "evidence": round((alternatives[rival] - given[i]) / noise, 2),
+                      "best_shift": list(best_shift(fits[i]["surfaces"][0]))}
+    threshold = gain_threshold([entry["gain"] for entry in entries.values()])
+    for entry in entries.values():
+        entry["misaligned"] = entry["gain"] > threshold and entry["evidence"] >= EVIDENCE
+    findings = []
+    if offset != (0, 0) and near * 2 >= len(scored):
+        findings.append({"code": "dataset_offset", "shift": list(offset), "pairs": near,
+                         "detail": f"{near} of {len(scored)} labelled pairs fit best within {TOLERANCE} px of "
+                                   f"moving every mask by {list(offset)} (rows down, columns right)"})
+    return entries, {"offset": list(offset), "typical_signal": round(typical, 4),
+                     "gain_threshold": round(threshold, 4), "findings": findings}
+
+
+def coarse_typical(fits, rows) -> float:
+    """The median coarse edge signal of the masks on their own images (coarse fit above the edge density)."""
+    signal = [float((fits[i]["coarse_edges"].astype(np.float32) * fits[i]["coarse_boundary"]).sum()
+                    / max(float(fits[i]["coarse_boundary"].astype(np.float32).sum()), 1e-6)
+                    - fits[i]["coarse_edges"].astype(np.float32).mean()) for i in rows]
+    return max(float(np.median(signal)), 1e-6)
+
+
+def swap_gains(candidates, given, fits, offset, typical, read_pair, edges_of) -> dict[int, dict]:
+    """{i: {j: (score of mask j on image i, the exchange's gain)}} for the screened candidates, scored in full
+    (both ways, each pair once): the gain of an exchange is the smaller of the two images' gains."""
+    found = {}
+    for i, j in sorted({tuple(sorted((i, j))) for i, others in candidates.items() for j in others}):
+        mask_i, mask_j = read_pair(i)[1], read_pair(j)[1]
+        there = window_max(shift_surfaces(edges_of(i), boundary_map(mask_j)[None])[0], offset, TOLERANCE)
+        back = window_max(shift_surfaces(edges_of(j), boundary_map(mask_i)[None])[0], offset, TOLERANCE)
+        both = min(gain(there, given[i], fits[i]["base"], typical), gain(back, given[j], fits[j]["base"], typical))
+        found.setdefault(i, {})[j] = (there, both)
+        found.setdefault(j, {})[i] = (back, both)
+    return found
+
+
+def gain_threshold(gains) -> float:
+    """The gain above which a pair is flagged: MIN_GAIN, raised where this dataset's median pair already has an
+    alternative that nearly ties (noisy but consistently noisy labels, repetitive scenes) to ABOVE_MEDIAN over
+    that median. The median ignores up to half the pairs being misplaced; a spread estimate would not (a few
+    misplacements among twenty pairs widen it), and the upper tail of untouched pairs' gains is short anyway:
+    an alternative rarely beats a placement that is right."""
+    return max(MIN_GAIN, float(np.median(gains)) + ABOVE_MEDIAN) if len(gains) else MIN_GAIN
 
 
 # ---------------------------------------------------------------- content
 
 
-def class_components(mask: np.ndarray, labels) -> dict[str, dict]:
-    """Per non-background class: pixel count, connected-component count and areas (largest first)."""
-    found = {}
-    for value, label in enumerate(labels[1:], start=1):
-        components, count = ndimage.label(mask == value)
-        areas = np.bincount(components.ravel())[1:]
-        found[label] = {"pixels": int(areas.sum()), "components": int(count),
-                        "areas": sorted(areas.tolist(), reverse=True)}
-    return found
+def content_flags(measures: list[dict], labels) -> list[list[str]]:
+    """empty_mask, or missing_class:<label> for each class this non-empty mask lacks that most non-empty masks
+    hold (MISSING_CLASS_SHARE) as a sizeable part of their labels (MAJOR_CLASS_SHARE): a vertebra class absent
+    from a spine mask is worth a look, a bicyclist absent from a street frame is not."""
+    holding = [m for m in measures if m["labelled"]]
+    common = []
+    if len(holding) >= MIN_MASKS:
+        for value, label in enumerate(labels[1:], start=1):
+            shares = [m["classes"][label]["pixels"] / m["foreground"] for m in holding if value in m["present"]]
+            if len(shares) >= MISSING_CLASS_SHARE * len(holding) and np.median(shares) >= MAJOR_CLASS_SHARE:
+                common.append(value)
+    return [["empty_mask"] if not m["labelled"] else
+            [f"missing_class:{labels[value]}" for value in common if value not in m["present"]] for m in measures]
 
 
-def content_flags(mask: np.ndarray, labels) -> list[str]:
-    """empty_mask, or missing_class:<label> for each class absent from a non-empty mask."""
-    if not mask.any():
-        return ["empty_mask"]
-    present = set(np.unique(mask).tolist())
-    return [f"missing_class:{label}" for value, label in enumerate(labels) if value and value not in present]
-
-
-def digest(array: np.ndarray) -> str:
-    """Content hash of an array (shape and dtype included)."""
-    return hashlib.sha1(f"{array.shape}{array.dtype}".encode() + array.tobytes()).hexdigest()
-
-
-def duplicates(names, arrays) -> dict[str, str]:
-    """{name: first earlier name with an identical array}."""
+def duplicates(names, digests) -> dict[str, str]:
+    """{name: first earlier name with the same digest}."""
     first, found = {}, {}
-    for name, array in zip(names, arrays):
-        key = digest(array)
+    for name, key in zip(names, digests):
         if key in first:
             found[name] = first[key]
         else:
@@ -179,25 +415,24 @@ def duplicates(names, arrays) -> dict[str, str]:
     return found
 
 
-# ---------------------------------------------------------------- anatomical order
+# ---------------------------------------------------------------- domain checks: alternating levels, extent
 
 
-def levels(mask: np.ndarray, labels, classes=ORDER_CLASSES) -> list[dict]:
-    """The disc and vertebra components (specks dropped) as levels sorted from top to bottom."""
+def levels(mask: np.ndarray, labels, classes) -> list[dict]:
+    """The components of the two alternating classes (specks dropped) as levels sorted from top to bottom, each
+    with its centre and its pixels' (rows, cols)."""
     found = []
     for label in classes:
-        value = labels.index(label)
-        components, count = ndimage.label(mask == value)
-        for index in range(1, count + 1):
-            where = components == index
-            if where.sum() >= MIN_LEVEL_AREA:
-                row, col = ndimage.center_of_mass(where)
-                found.append({"label": label, "row": float(row), "col": float(col), "pixels": where})
+        components, _ = ndimage.label(mask == labels.index(label))
+        for rows, cols in ndimage.value_indices(components, ignore_value=0).values():
+            if rows.size >= MIN_LEVEL_AREA:
+                found.append({"label": label, "row": float(rows.mean()), "col": float(cols.mean()),
+                              "pixels": (rows, cols)})
     return merge_side_by_side(sorted(found, key=lambda level: level["row"]))
 
 
 def merge_side_by_side(found: list[dict]) -> list[dict]:
-    """Join neighbouring same-class pieces that sit at one height (a disc drawn in two parts is one level)."""
+    """Join neighbouring same-class pieces that sit at one height (a level drawn in two parts is one level)."""
     if len(found) < 3:
         return found
     spacing = np.median(np.diff([level["row"] for level in found]))
@@ -205,9 +440,9 @@ def merge_side_by_side(found: list[dict]) -> list[dict]:
     for level in found[1:]:
         last = merged[-1]
         if level["label"] == last["label"] and level["row"] - last["row"] < 0.6 * spacing:
-            pixels = last["pixels"] | level["pixels"]
-            row, col = ndimage.center_of_mass(pixels)
-            merged[-1] = {"label": level["label"], "row": float(row), "col": float(col), "pixels": pixels}
+            rows, cols = (np.concatenate(pair) for pair in zip(last["pixels"], level["pixels"]))
+            merged[-1] = {"label": level["label"], "row": float(rows.mean()), "col": float(cols.mean()),
+                          "pixels": (rows, cols)}
         else:
             merged.append(level)
     return merged
@@ -223,49 +458,50 @@ def order_gaps(column: list[dict]) -> list[str]:
     return flags
 
 
-def beyond_end_disc_likeness(image: np.ndarray, column: list[dict]) -> dict[str, float | None]:
-    """How disc-like the image is one level beyond each end of the column (0 = like the gap between discs,
-    1 = like the outermost disc).
+def beyond_end_likeness(image: np.ndarray, column: list[dict], label: str) -> dict[str, float | None]:
+    """How much the image one level beyond each end of the column looks like a `label` level (0 = like the gap
+    between two of them, 1 = like the outermost one).
 
-    The outermost disc's pixels are moved on by half and by one disc-to-disc step; None where that leaves
-    the frame or the column has fewer than two discs.
+    The outermost level's pixels are moved on by half and by one level-to-level step; None where that leaves
+    the frame or the column has fewer than two `label` levels.
     """
-    discs = [level for level in column if level["label"] == "disc"]
+    ones = [level for level in column if level["label"] == label]
     result = {"top": None, "bottom": None}
-    if len(discs) < 2:
+    if len(ones) < 2:
         return result
-    for end, outer, inner in (("top", discs[0], discs[1]), ("bottom", discs[-1], discs[-2])):
+    for end, outer, inner in (("top", ones[0], ones[1]), ("bottom", ones[-1], ones[-2])):
         step = np.array([outer["row"] - inner["row"], outer["col"] - inner["col"]])
-        at_disc, between, beyond = (_mean_moved(image, outer["pixels"], step * k) for k in (0, 0.5, 1))
-        if beyond is not None and between is not None and abs(at_disc - between) > 1e-3:
-            result[end] = round((beyond - between) / (at_disc - between), 3)
+        at_level, between, beyond = (_mean_moved(image, outer["pixels"], step * k) for k in (0, 0.5, 1))
+        if beyond is not None and between is not None and abs(at_level - between) > 1e-3:
+            result[end] = round((beyond - between) / (at_level - between), 3)
     return result
 
 
 def _mean_moved(image, pixels, step):
-    """Mean image value under `pixels` moved by step (rows, cols); None if 10% of them leave the frame."""
-    rows, cols = np.nonzero(pixels)
-    rows, cols = rows + round(step[0]), cols + round(step[1])
+    """Mean image value under `pixels` (rows, cols) moved by step; None if 10% of them leave the frame."""
+    rows, cols = pixels[0] + round(step[0]), pixels[1] + round(step[1])
     inside = (rows >= 0) & (rows < image.shape[0]) & (cols >= 0) & (cols < image.shape[1])
     return float(image[rows[inside], cols[inside]].mean()) if inside.mean() >= 0.9 else None
 
 
-def anatomical_order(image, mask, labels) -> tuple[list[str], dict]:
-    """Flags and measures for the alternation of discs and vertebrae along the column."""
-    column = levels(mask, labels)
-    both_present = {level["label"] for level in column} == set(ORDER_CLASSES)
+def anatomical_order(image, mask, labels, alternating) -> tuple[list[str], dict]:
+    """Flags and measures for the alternation of two classes' levels along the column (e.g. discs and
+    vertebrae): same-class neighbours, and an unlabelled level of the first class beyond either end."""
+    column = levels(mask, labels, alternating)
+    both_present = {level["label"] for level in column} == set(alternating)
     flags = order_gaps(column) if both_present else []  # a class missing altogether is missing_class
-    likeness = beyond_end_disc_likeness(loader.image_to_float(image), column)
-    flags += [f"order_gap:unlabelled_disc@{end}" for end, value in likeness.items()
-              if value is not None and value >= DISC_LIKE]
+    likeness = beyond_end_likeness(gray(image), column, alternating[0])
+    flags += [f"order_gap:unlabelled_{alternating[0]}@{end}" for end, value in likeness.items()
+              if value is not None and value >= LEVEL_LIKE]
     measures = {"sequence": "".join(level["label"][0].upper() for level in column),
-                "disc_likeness_beyond": likeness}
+                f"{alternating[0]}_likeness_beyond": likeness}
     return flags, measures
 
 
 def labelled_rows(mask: np.ndarray) -> tuple[int, int] | None:
-    """(first, last) row holding any label; None for an empty mask."""
-    rows = np.flatnonzero(np.asarray(mask).any(axis=1))
+    """(first, last) row holding any class but the background (ignore pixels do not count); None if none does."""
+    mask = np.asarray(mask)
+    rows = np.flatnonzero(((mask != 0) & (mask != IGNORE_INDEX)).any(axis=1))
     return (int(rows[0]), int(rows[-1])) if rows.size else None
 
 
@@ -276,19 +512,14 @@ def edge_margins(mask: np.ndarray) -> tuple[float, float] | None:
     return None if span is None else (span[0] / height, (height - 1 - span[1]) / height)
 
 
-def short_columns(masks) -> list[list[str]]:
-    """short_column flags per mask (see `short_column_flags`)."""
-    return short_column_flags([edge_margins(mask) for mask in masks])
-
-
 def short_column_flags(margins) -> list[list[str]]:
     """short_column flags per mask from its `edge_margins` (None: empty): labels that end further from the top or
     bottom of the image than the median non-empty mask's, by more than SHORT_COLUMN of the height. Where most
-    masks label the spine up to the frame's edge, this finds the masks whose annotation stops short (what the
+    masks label a structure up to the frame's edge, this finds the masks whose annotation stops short (what the
     image shows beyond stays unlabelled and is taught, and scored, as background). No flags with fewer than
-    MIN_COLUMNS non-empty masks."""
+    MIN_MASKS non-empty masks."""
     known = [margin for margin in margins if margin is not None]
-    if len(known) < MIN_COLUMNS:
+    if len(known) < MIN_MASKS:
         return [[] for _ in margins]
     typical = np.median(known, axis=0)
     flags = []
@@ -299,6 +530,38 @@ def short_column_flags(margins) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------- the audit
+
+
+AUDIT_SWITCHES = {"alternating": "two class names whose levels alternate top to bottom (order_gap)",
+                  "extent": "true: flag labels that end far short of where most masks' labels end (short_column)"}
+
+
+def checked_options(options, labels) -> dict:
+    """The description's audit switches, validated against AUDIT_SWITCHES and the class names (DataError)."""
+    options = dict(options or {})
+    problems = [f"{DESCRIPTION_FILE}: audit switch {key!r} is unknown (known: {', '.join(AUDIT_SWITCHES)})"
+                for key in options if key not in AUDIT_SWITCHES]
+    pair = options.get("alternating")
+    if pair is not None and (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                             or not set(pair) <= set(labels[1:]) or pair[0] == pair[1]):
+        problems.append(f"{DESCRIPTION_FILE}: audit.alternating must name two different classes other than the "
+                        f"background ({', '.join(labels[1:])}), got {pair!r}")
+    if not isinstance(options.get("extent", False), bool):
+        problems.append(f"{DESCRIPTION_FILE}: audit.extent must be true or false, got {options['extent']!r}")
+    if problems:
+        raise loader.DataError(problems)
+    return options
+
+
+def settings(options: dict) -> dict:
+    """Everything the findings depend on besides the data: thresholds and the description's audit switches."""
+    return {"format": REPORT_FORMAT, "audit": dict(sorted(options.items())), "edge_sigma": EDGE_SIGMA,
+            "edge_quantile": EDGE_QUANTILE, "max_shift": MAX_SHIFT, "min_shift": MIN_SHIFT,
+            "tolerance": TOLERANCE, "coarse_side": COARSE_SIDE, "screen_margin": SCREEN_MARGIN,
+            "swap_candidates": SWAP_CANDIDATES, "min_gain": MIN_GAIN, "above_median": ABOVE_MEDIAN,
+            "evidence": EVIDENCE, "sample_pixels": SAMPLE_PIXELS,
+            "missing_class_share": MISSING_CLASS_SHARE,
+            "major_class_share": MAJOR_CLASS_SHARE, "short_column": SHORT_COLUMN}
 
 
 def _progress_callback(progress, total):
@@ -312,46 +575,52 @@ def _progress_callback(progress, total):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc="auditing", unit="pair")
-    return lambda done: (bar.update(1), bar.close() if done == total else None)
+    return lambda done: (bar.update(done - bar.n), bar.close() if done == total else None)
 
 
-def audit_arrays(names, images, masks, labels=loader.LABELS, anatomical=True, progress=None, edges=None) -> dict:
-    """Audit in-memory pairs (2D images uint8/float, 2D uint8 masks); see `audit_dataset`.
+def build_report(names, measures, labels, options, read_pair, edges_of) -> dict:
+    """The report from every pair's measures (see `measure_pair`)."""
+    labels = tuple(labels)
+    content = content_flags(measures, labels)
+    same_image = duplicates(names, [m["image_digest"] for m in measures])
+    same_mask = duplicates(names, [m["mask_digest"] for m in measures])
+    short = short_column_flags([m["margins"] for m in measures]) if options.get("extent") else [[]] * len(names)
+    alignment, summary = decide_alignment(names, [m["fit"] for m in measures], read_pair, edges_of)
+    examples = []
+    for i, (name, m) in enumerate(zip(names, measures)):
+        dup = {kind: found[name] for kind, found in (("image", same_image), ("mask", same_mask)) if name in found}
+        entry = {"name": name, "flags": content[i] + sorted({f"duplicate_of:{other}" for other in dup.values()}),
+                 "classes": m["classes"], "duplicate": dup}
+        if "order" in m:
+            entry["flags"] += m["order"][0]
+            entry["order"] = m["order"][1]
+        if options.get("extent") and m["margins"] is not None:
+            entry.setdefault("order", {})["edge_margins"] = [round(float(share), 3) for share in m["margins"]]
+        entry["flags"] += short[i]
+        if i in alignment:
+            entry["alignment"] = alignment[i]
+            if alignment[i]["misaligned"]:
+                entry["flags"].append(f"misaligned:{alignment[i]['best_alternative']}")
+        examples.append(entry)
+    return {"labels": list(labels), "flag_codes": FLAG_CODES, "settings": settings(options),
+            "alignment": {key: summary[key] for key in ("offset", "typical_signal", "gain_threshold")},
+            "dataset_findings": summary["findings"], "examples": examples, "counts": flag_counts(examples)}
+
+
+def audit_arrays(names, images, masks, labels, options: dict | None = None, progress=None, edges=None) -> dict:
+    """Audit in-memory pairs: images (H, W) or (H, W, C) uint8/float in [0, 1], masks (H, W) class indices with
+    IGNORE_INDEX for ignore pixels; labels: class names by index; options: the description's "audit" switches.
 
     edges: the `edge_map` of each image, when the caller already has them (they depend on images only).
     """
-    labels = tuple(labels)
-    anatomical = anatomical and all(label in labels for label in ORDER_CLASSES)
-    edges = [edge_map(image) for image in images] if edges is None else edges
-    labelled = [i for i, mask in enumerate(masks) if mask.any()]
-    cross = cross_scores([edges[i] for i in labelled], [boundary_map(masks[i]) for i in labelled])
-    same_image, same_mask = duplicates(names, images), duplicates(names, masks)
-    margins = [edge_margins(mask) for mask in masks]
-    short = short_column_flags(margins)
+    options = checked_options(options, tuple(labels))
     tick = _progress_callback(progress, len(names))
-    examples = []
-    for i, name in enumerate(names):
-        entry = {"name": name, "flags": content_flags(masks[i], labels),
-                 "classes": class_components(masks[i], labels)}
-        dup = {kind: found[name] for kind, found in (("image", same_image), ("mask", same_mask)) if name in found}
-        entry["duplicate"] = dup
-        entry["flags"] += sorted({f"duplicate_of:{other}" for other in dup.values()})
-        if anatomical and masks[i].any():
-            flags, entry["order"] = anatomical_order(images[i], masks[i], labels)
-            entry["order"]["edge_margins"] = [round(float(share), 3) for share in margins[i]]
-            entry["flags"] += flags + short[i]
-        if i in labelled:
-            row = labelled.index(i)
-            others = {names[j]: float(cross[row, col]) for col, j in enumerate(labelled) if j != i}
-            entry["alignment"] = alignment(edges[i], masks[i], others)
-            if entry["alignment"]["misaligned"]:
-                entry["flags"].append(f"misaligned:{entry['alignment']['best_alternative']}")
-        examples.append(entry)
+    measures = []
+    for i in range(len(names)):
+        measures.append(measure_pair(images[i], masks[i], labels, options, None if edges is None else edges[i]))
         tick(i + 1)
-    return {"labels": list(labels), "anatomical_order": anatomical, "flag_codes": FLAG_CODES,
-            "settings": {"max_shift": MAX_SHIFT, "min_shift": MIN_SHIFT, "margin": MARGIN,
-                         "short_column": SHORT_COLUMN},
-            "examples": examples, "counts": flag_counts(examples)}
+    return build_report(names, measures, labels, options, lambda i: (images[i], masks[i]),
+                        lambda i: edge_map(images[i]) if edges is None else edges[i])
 
 
 def flag_counts(examples) -> dict[str, int]:
@@ -363,24 +632,96 @@ def flag_counts(examples) -> dict[str, int]:
     return counts
 
 
-def read_dataset(data_dir, labels=loader.LABELS):
-    """(names, images, masks) of every pair under data_dir, validated by the loader."""
-    data = loader.DataLoader(data_dir, batch_size=1, labels=labels, progress=False)
-    raw = [data.raw_pair(name) for name in data.names]
-    return data.names, [image for image, _ in raw], [mask for _, mask in raw]
+# ---------------------------------------------------------------- reading a dataset
 
 
-def audit_dataset(data_dir, anatomical_order: bool = True, labels=loader.LABELS, progress=None) -> dict:
+def open_dataset(data_dir):
+    """A streaming loader over data_dir: the description and the pairs, every header checked, no pixel kept."""
+    return loader.DataLoader(data_dir, batch_size=1, cache=False, progress=False)
+
+
+def data_key(data, options: dict) -> str:
+    """Digest of the data files (names, sizes, modification times), dataset.json and the audit's settings."""
+    parts = [json.dumps(settings(options), sort_keys=True)]
+    description_file = Path(data.data_dir) / DESCRIPTION_FILE
+    if description_file.is_file():
+        parts.append(description_file.read_text())
+    for name, paths in data.pairs.items():
+        for path in paths:
+            stat = Path(path).stat()
+            parts.append(f"{name}\t{Path(path).name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+
+def _measure_or_problems(pair_paths, description, options):
+    """measure_pair of one pair read from its files, or the DataError's problem lines."""
+    try:
+        image, mask = loader.read_pair(*pair_paths, description)
+    except loader.DataError as err:
+        return err.problems
+    return measure_pair(image, mask, description.classes, options)
+
+
+def _measure_chunk(chunk, description, options):
+    """_measure_or_problems of each pair in a chunk (one worker task)."""
+    return [_measure_or_problems(paths, description, options) for paths in chunk]
+
+
+def measure_dataset(data, options, tick) -> list[dict]:
+    """measure_pair of every pair, in worker processes (one per core) from POOL_FROM pairs; DataError lists
+    every pair that cannot be read."""
+    paths = [data.pairs[name] for name in data.names]
+    workers = min(len(os.sched_getaffinity(0)), 8)
+    if len(paths) < POOL_FROM or workers < 2:
+        measures = []
+        for pair_paths in paths:
+            measures.append(_measure_or_problems(pair_paths, data.description, options))
+            tick(len(measures))
+    else:
+        # forkserver: workers start from a clean process, never a fork of a notebook kernel's threads, and
+        # with this module preloaded they start in milliseconds
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["audit"])
+        chunks = [paths[k:k + CHUNK] for k in range(0, len(paths), CHUNK)]
+        measures = []
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for part in pool.map(_measure_chunk, chunks, [data.description] * len(chunks), [options] * len(chunks)):
+                measures += part
+                tick(len(measures))
+    problems = [line for found in measures if isinstance(found, list) for line in found]
+    if problems:
+        raise loader.DataError(problems)
+    return measures
+
+
+def audit_dataset(data_dir, progress=None, options: dict | None = None) -> dict:
     """Audit every pair under data_dir; returns {"examples": [{"name", "flags", measures...}], ...}.
 
-    anatomical_order: check that discs and vertebrae alternate and that each mask's labels reach about as far
-    up and down as most masks' (off for data without such structure).
-    progress: None (a bar from 200 pairs), True/False, or a callable(done, total). Raises loader.DataError.
+    options: the domain checks to run (the description's "audit" switches unless given, {} for none).
+    progress: None (a bar from 200 pairs), True/False, or a callable(done, total), called as pairs are measured.
+    Raises loader.DataError listing every pair that cannot be read.
     """
-    names, images, masks = read_dataset(data_dir, labels)
-    report = audit_arrays(names, images, masks, labels, anatomical_order, progress)
+    data = open_dataset(data_dir)
+    options = checked_options(data.description.audit if options is None else options, data.labels)
+    measures = measure_dataset(data, options, _progress_callback(progress, len(data.names)))
+    names = list(data.names)
+    report = build_report(names, measures, data.labels, options, lambda i: data.raw_pair(names[i]),
+                          lambda i: edge_map(data.raw_pair(names[i])[0]))
     report["data_dir"] = str(data_dir)
+    report["key"] = data_key(data, options)
     return report
+
+
+def current_report(path, data_dir, options: dict | None = None) -> dict | None:
+    """The report saved at path if it was made from the data now under data_dir with today's settings (and the
+    same options as `audit_dataset`'s), else None: the review UI reuses it instead of auditing again."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    data = open_dataset(data_dir)
+    options = checked_options(data.description.audit if options is None else options, data.labels)
+    return report if isinstance(report, dict) and report.get("key") == data_key(data, options) else None
 
 
 def flagged(report, code: str | None = None) -> list[str]:
@@ -398,10 +739,11 @@ def write_report(report, path) -> Path:
 
 
 def format_summary(report) -> str:
-    """A readable summary: counts per flag code, then one line per flagged example."""
+    """A readable summary: dataset findings, counts per flag code, then one line per flagged example."""
     examples = report["examples"]
-    lines = [f"{report.get('data_dir', 'dataset')}: {len(examples)} pairs, "
-             f"{len(flagged(report))} with flags"]
+    lines = [f"{report.get('data_dir', 'dataset')}: {len(examples)} pairs, {len(flagged(report))} with flags"]
+    lines += [f"  dataset: {finding['code']} {finding.get('shift', '')} -- {finding['detail']}"
+              for finding in report["dataset_findings"]]
     lines += [f"  {code:<14}{count:>4}" for code, count in report["counts"].items()]
     lines += [f"  {entry['name']:>8}: {', '.join(entry['flags'])}" for entry in examples if entry["flags"]]
     return "\n".join(lines)
@@ -410,34 +752,41 @@ def format_summary(report) -> str:
 # ---------------------------------------------------------------- contact sheet
 
 
-def contact_sheet(report, data_dir, path, columns: int = 5, max_examples: int = 200) -> Path:
-    """Save a PNG grid: every pair (up to max_examples) with its mask outlined and its flags as caption."""
-    import matplotlib
+def sheet_order(report, max_examples: int) -> list[str]:
+    """The names a contact sheet shows: every flagged pair first, then the others, in report order."""
+    entries = report["examples"]
+    return [e["name"] for e in entries if e["flags"]][:max_examples] + \
+        [e["name"] for e in entries if not e["flags"]][:max(0, max_examples - len(flagged(report)))]
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    names, images, masks = read_dataset(data_dir, report["labels"])
+def contact_sheet(report, data_dir, path, columns: int = 6, max_examples: int = 60, thumb: int = 160) -> Path:
+    """Save a PNG grid of up to max_examples pairs (`sheet_order`), each with its labels' boundaries drawn in the
+    class colours (as every figure of the project) and its first flags as caption. Reads only the pairs shown."""
+    from PIL import Image, ImageDraw
+
+    import figures
+
+    data = open_dataset(data_dir)
     entries = {entry["name"]: entry for entry in report["examples"]}
-    shown = names[:max_examples]
-    rows = -(-len(shown) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.4 * rows), squeeze=False)
-    colours = plt.cm.tab10.colors
-    for ax, name, image, mask in zip(axes.flat, shown, images, masks):
-        ax.imshow(image, cmap="gray")
-        for value in range(1, len(report["labels"])):
-            if (mask == value).any():
-                ax.contour(mask == value, [0.5], colors=[colours[value % 10]], linewidths=0.6)
+    shown = sheet_order(report, max_examples)
+    colours = np.round(np.array([figures.class_colour(k) for k in range(256)]) * 255).astype(np.uint8)
+    sheet = Image.new("RGB", (columns * thumb, -(-len(shown) // columns) * (thumb + CAPTION_HEIGHT)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, name in enumerate(shown):
+        image, mask = data.raw_pair(name)
+        rgb = np.round(figures.as_rgb(loader.image_to_float(image)) * 255).astype(np.uint8)
+        outline = boundary_map(mask) > 0
+        rgb[outline] = colours[mask[outline]]
+        tile = Image.fromarray(rgb)
+        tile.thumbnail((thumb, thumb))
+        x, y = (k % columns) * thumb, (k // columns) * (thumb + CAPTION_HEIGHT)
+        sheet.paste(tile, (x, y))
         flags = entries[name]["flags"]
-        ax.set_title(f"{name}\n" + "\n".join(flags[:3]) + ("\n..." if len(flags) > 3 else ""),
-                     fontsize=7, color="crimson" if flags else "black")
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
+        caption = "\n".join([name] + flags[:2] + (["..."] if len(flags) > 2 else []))
+        draw.multiline_text((x + 2, y + thumb + 1), caption, fill=(200, 0, 40) if flags else (0, 0, 0), spacing=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    sheet.save(path)
     return path
 
 
@@ -449,11 +798,10 @@ def main(argv=None) -> int:
     parser.add_argument("data_dir")
     parser.add_argument("--json", dest="json_path", help="write the report here (default: DATA_DIR/../audit.json)")
     parser.add_argument("--sheet", help="contact-sheet PNG (default: next to the JSON report, .png)")
-    parser.add_argument("--no-order", action="store_true", help="skip the spine-specific checks (disc/vertebra alternation, short labelled columns)")
     args = parser.parse_args(argv)
     json_path = Path(args.json_path or Path(args.data_dir).resolve().parent / "audit.json")
     try:
-        report = audit_dataset(args.data_dir, anatomical_order=not args.no_order)
+        report = audit_dataset(args.data_dir)
         write_report(report, json_path)
         sheet = contact_sheet(report, args.data_dir, args.sheet or json_path.with_suffix(".png"))
     except loader.DataError as err:
