@@ -33,18 +33,32 @@ class LoaderSequence(tf.keras.utils.Sequence):
 def loader_dataset(loader, split="train", epochs=None, prefetch=None, ready_times=None):
     """`tf.data.Dataset` of (images, one-hot masks) batches, prefetched so decoding overlaps the model step.
 
+    The generator yields compact batches (`batch_arrays(..., compact=True)`: uint8 images of 8-bit data, uint8
+    label maps), and `expand_batch` makes float32 images and one-hot targets inside the graph: the Python side
+    moves 2 bytes per pixel instead of 4 x (channels + classes), and the model gets the same tensors as before.
     ready_times: a list to which the `time.perf_counter()` at which each batch is ready is appended, in order
     (to tell, against the training steps' start times, whether a step had to wait for its batch)."""
     height, width = loader.batch_shape(split)  # None where batches of mixed-size images differ
-    images = tf.TensorSpec((None, height, width, loader.n_channels), tf.float32)
-    masks = tf.TensorSpec((None, height, width, loader.n_classes), tf.float32)
+    images = tf.TensorSpec((None, height, width, loader.n_channels), tf.as_dtype(loader.compact_image_dtype(split)))
+    labels = tf.TensorSpec((None, height, width), tf.uint8)
 
     def batches():
         for epoch, step, names in loader.iter_epochs(split, epochs):
-            batch = loader.batch_arrays(names, split, epoch, step)
+            batch = loader.batch_arrays(names, split, epoch, step, compact=True)
             if ready_times is not None:
                 ready_times.append(time.perf_counter())
             yield batch
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=(images, masks))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=(images, labels))
+    dataset = dataset.map(lambda x, y: expand_batch(x, y, loader.n_classes), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE if prefetch is None else prefetch)
+
+
+def expand_batch(images, labels, n_classes: int):
+    """A compact batch as the model takes it: float32 images in [0, 1] and float32 one-hot targets (B, H, W, K).
+
+    uint8 images are multiplied by float32(1/255), exactly as `loader.image_to_float` does (a division would
+    differ in the last bit); tf.one_hot gives an all-zero row for IGNORE_INDEX (255 >= K: ignore and padding)."""
+    if images.dtype == tf.uint8:
+        images = tf.cast(images, tf.float32) * tf.constant(1 / 255, tf.float32)
+    return images, tf.one_hot(labels, n_classes, dtype=tf.float32)

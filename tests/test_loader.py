@@ -74,9 +74,14 @@ def test_images_keep_their_channels(tmp_path):
 
 def test_pairing_survives_listdir_order(dataset, monkeypatch):
     """A reversed directory listing must not change which image goes with which mask."""
-    original = loader.Path.iterdir
-    monkeypatch.setattr(loader.Path, "iterdir", lambda self: reversed(list(original(self))))
+    import contextlib
+
+    original = loader.os.scandir
+    listed = []
+    monkeypatch.setattr(loader.os, "scandir", lambda folder: contextlib.nullcontext(
+        listed.append(folder) or list(reversed(list(original(folder))))))
     assert_paired(loader.DataLoader(dataset, batch_size=1))
+    assert len(listed) == 2  # both folders were listed through the reversed listing
 
 
 # ---------------------------------------------------------------- splits
