@@ -25,6 +25,7 @@ import numpy as np
 import audit
 import figures
 import loader
+from description import IGNORE_INDEX
 from verdicts import (  # review.ReviewLog is the public name too
     UNREVIEWED,
     VERDICTS,
@@ -39,7 +40,6 @@ KEYS = {"ArrowRight": "next", "j": "next", "ArrowLeft": "previous", "k": "previo
 ZOOMS = (1, 2, 4, 8)
 VERDICT_FILTERS = ("any", "unreviewed", "aligned", "problem")
 SORT_KEYS = ("name", "flags", "verdict", "rank")
-IGNORE_INDEX = 255          # label maps: pixels without a label (the loader's convention)
 MIN_PANEL_PX = 256          # panels are upscaled by a whole factor to at least this (the browser scales on, crisp)
 MAX_PANEL_PX = 512          # larger crops are sampled down to this: PNG size and encoding time stay bounded
 GAP_PX = 4                  # white gap between panels
@@ -48,17 +48,14 @@ DECODED_CACHE = (32, 256 * 2**20)   # decoded pairs kept (a few neighbours each 
 RENDERED_CACHE = (24, 64 * 2**20)   # PNG strips kept, keyed by name and view settings: at most 24 and 64 MB
 STATUS_INTERVAL_S = 0.5     # the background audit's progress line is updated at most this often
 
-# class index k in figures' colour for k (0 is never painted), as 8-bit RGB; ignore: grey, hatched
-_PALETTE = np.round(255 * np.asarray(figures.CLASS_COLOURS)).astype(np.uint8)
-IGNORE_RGB = np.array([190, 190, 190], np.uint8)
+# ignore pixels: figures' light grey, hatched with a darker grey so they read as "no label", not as a class
+IGNORE_RGB = np.round(255 * figures.IGNORE_COLOUR).astype(np.uint8)
 HATCH_RGB = np.array([110, 110, 110], np.uint8)
 
 
 def class_rgb(index: int) -> np.ndarray:
-    """8-bit RGB of class index `index` (IGNORE_INDEX: grey), the colour every figure of the project uses."""
-    if index == IGNORE_INDEX:
-        return IGNORE_RGB
-    return _PALETTE[0] if index == 0 else _PALETTE[1 + (index - 1) % (len(_PALETTE) - 1)]
+    """8-bit RGB of class index `index` (IGNORE_INDEX: grey): the colour every figure of the project uses."""
+    return np.round(255 * figures.class_colour(index)).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- drawing (plain functions)
@@ -532,7 +529,7 @@ class ReviewApp:
         self.error_box = w.HTML("").add_class("review-error")
         self.notice = w.HTML("").add_class("review-notice")
         self.title = w.HTML().add_class("review-title")
-        self.progress = w.HTML(layout=w.Layout(margin="0 24px 0 0")).add_class("review-progress")
+        self.progress = w.HTML(layout=w.Layout(margin="0 24px 0 4px")).add_class("review-progress")
         self.audit_status = w.HTML().add_class("review-audit")
         self.prev_button = w.Button(description="◀ previous", layout=w.Layout(width="100px"))
         self.next_button = w.Button(description="next ▶", layout=w.Layout(width="100px"))
@@ -550,7 +547,7 @@ class ReviewApp:
                                 prevent_default_action=True, ignore_modifier_key_events=True)
         self.wheel_events = Event(source=self.image, watched_events=["wheel"], prevent_default_action=True,
                                   throttle_or_debounce="throttle", wait=120)
-        self.legend = w.HTML(self._legend_html(labels), layout=w.Layout(margin="0 16px 0 0")).add_class("review-legend")
+        self.legend = w.HTML(self._legend_html(labels), layout=w.Layout(margin="0 16px 0 4px")).add_class("review-legend")
         self.key_legend = w.HTML(
             "<b>keys</b> (pointer over the image): <kbd>→</kbd>/<kbd>j</kbd> next · <kbd>←</kbd>/<kbd>k</kbd> "
             "previous · <kbd>a</kbd> aligned · <kbd>p</kbd> problem · <kbd>u</kbd> undo · <kbd>+</kbd>/<kbd>-</kbd>"
