@@ -345,16 +345,10 @@ def default_log_path(data_dir) -> Path:
 
 
 def current_audit_report(paths, data_dir) -> tuple[dict | None, Path | None]:
-    """(report, its path) for the first of `paths` holding an audit report current for the data, else (None, None).
-
-    TODO(integration): until audit.current_report lands no report counts as current; then call it directly.
-    """
-    current_report = getattr(audit, "current_report", None)
-    if current_report is None:
-        return None, None
+    """(report, its path) for the first of `paths` holding an audit report current for the data, else (None, None)."""
     for path in paths:
         if Path(path).is_file():
-            report = current_report(path, data_dir)
+            report = audit.current_report(path, data_dir)
             if report is not None:
                 return report, Path(path)
     return None, None

@@ -471,10 +471,19 @@ def test_background_audit_fills_the_flags_in(example_data, report, tmp_path, mon
     assert_no_error_shown(app)
 
 
+def test_a_stale_report_is_not_used(example_data, report, tmp_path, monkeypatch):
+    fresh = audit.audit_dataset(example_data, progress=False)
+    path = audit.write_report({**fresh, "key": "made from other data"}, tmp_path / "audit.json")
+    app = ReviewApp(example_data, None, tmp_path / "v.jsonl", audit_paths=[path])
+    assert app._audit is not None and app.wait_for_audit(120) is not None
+    assert audit.current_report(path, example_data) is not None  # the background audit saved a current one
+    again = ReviewApp(example_data, None, tmp_path / "v.jsonl", audit_paths=[path])
+    assert again._audit is None and "reused" in again.audit_status.value
+
+
 def test_a_current_report_is_used_without_auditing(example_data, report, tmp_path, monkeypatch):
     path = audit.write_report(report, tmp_path / "audit.json")
-    monkeypatch.setattr(audit, "current_report", lambda p, data_dir: report if Path(p) == path else None,
-                        raising=False)
+    monkeypatch.setattr(audit, "current_report", lambda p, data_dir: report if Path(p) == path else None)
     monkeypatch.setattr(audit, "audit_dataset", lambda *a, **k: pytest.fail("the audit ran"))
     app = ReviewApp(example_data, None, tmp_path / "v.jsonl", audit_paths=[tmp_path / "none.json", path])
     assert app.report is report and app._audit is None and str(path) in app.audit_status.value
