@@ -26,12 +26,8 @@ import audit
 import figures
 import loader
 from description import IGNORE_INDEX
-from verdicts import (  # review.ReviewLog is the public name too
-    UNREVIEWED,
-    VERDICTS,
-    ReviewLog,
-    default_reviewer,
-)
+# review.ReviewLog is the log's public name too
+from verdicts import UNREVIEWED, VERDICTS, ReviewLog, default_reviewer
 
 # keys, with the pointer over the image (ipyevents hands them to us and keeps them from JupyterLab)
 KEYS = {"ArrowRight": "next", "j": "next", "ArrowLeft": "previous", "k": "previous",
@@ -541,7 +537,8 @@ class ReviewApp:
                                 prevent_default_action=True, ignore_modifier_key_events=True)
         self.wheel_events = Event(source=self.image, watched_events=["wheel"], prevent_default_action=True,
                                   throttle_or_debounce="throttle", wait=120)
-        self.legend = w.HTML(self._legend_html(labels), layout=w.Layout(margin="0 16px 0 4px")).add_class("review-legend")
+        self.legend = w.HTML(self._legend_html(labels), layout=w.Layout(margin="0 16px 0 4px"))
+        self.legend.add_class("review-legend")
         self.key_legend = w.HTML(
             "<b>keys</b> (pointer over the image): <kbd>→</kbd>/<kbd>j</kbd> next · <kbd>←</kbd>/<kbd>k</kbd> "
             "previous · <kbd>a</kbd> aligned · <kbd>p</kbd> problem · <kbd>u</kbd> undo · <kbd>+</kbd>/<kbd>-</kbd>"
@@ -996,8 +993,8 @@ class ReviewApp:
         problems = [name for name in reviewed if self.verdicts[name]["verdict"] == "problem"]
         if self.report is not None:
             flagged = audit.flagged(self.report)
-            audit_text = (f"The audit ({self.audit_source}) flags {len(flagged)} of {len(self.names)} pairs"
-                          + (f": {', '.join(flagged[:20])}{' …' if len(flagged) > 20 else ''}. " if flagged else ". "))
+            listed = f": {', '.join(flagged[:20])}{' …' if len(flagged) > 20 else ''}" if flagged else ""
+            audit_text = f"The audit ({self.audit_source}) flags {len(flagged)} of {len(self.names)} pairs{listed}. "
         else:
             audit_text = "The audit is still running in the background; its flags appear in the UI when it ends. "
         return (f"{len(self.names)} pairs. {audit_text}Reviewed {len(reviewed)} / {len(self.names)}, "

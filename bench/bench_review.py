@@ -203,7 +203,8 @@ def run_scenario(helpers, name: str, data_dir: Path, work: Path, steps: int, pau
             else:
                 audit_wait = 0.0
             audit_text = page.locator(".review-audit").inner_text()
-            for key, what, pause in (("j", "j", pause_ms), ("j", "j, back to back", 0), ("a", "a (verdict + next)", pause_ms)):
+            kinds = (("j", "j", pause_ms), ("j", "j, back to back", 0), ("a", "a (verdict + next)", pause_ms))
+            for key, what, pause in kinds:
                 changed, loaded, lost = step_latencies(page, key, steps, pause)
                 rows.append({"what": what, "changed": changed, "loaded": loaded, "lost": lost})
             page.keyboard.press("u")
