@@ -33,7 +33,7 @@ class TrainConfig:
     lr_patience: int = 5  # halve the learning rate after this many epochs without a better val loss
     flip_average: bool = True  # predict each image and its mirror image, average the probabilities
     largest_structure: str = "auto"  # keep only the largest predicted structure: "auto" (if it helps on val), "on", "off"
-    strategy: str = "default"  # "default", or "mirrored" (tf.distribute over local GPUs, else 2 logical CPUs)
+    strategy: str = "default"  # "default", or "mirrored" (local GPUs, else 2 logical CPUs); TF_CONFIG set: multi-worker
     train_without_flags: tuple = ()  # audit flag codes, e.g. ("empty_mask",): those train examples are set aside
     review_log: str | None = None  # a review log: train examples a reviewer marked "problem" are set aside
 

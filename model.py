@@ -2,6 +2,7 @@
 `tf.distribute` strategy it is built under."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from legacy_keras import import_segmentation_models, import_tensorflow
@@ -40,11 +41,17 @@ class CropToInput(tf.keras.layers.Layer):
 
 def make_strategy(name: str = "default", cpu_devices: int = 2):
     """`tf.distribute` strategy by name: "default" (one device: the GPU when there is one, else the CPU), or
-    "mirrored" over the local GPUs, else over `cpu_devices` logical CPUs (set before TensorFlow starts its devices)."""
+    "mirrored" over the local GPUs, else over `cpu_devices` logical CPUs (set before TensorFlow starts its devices).
+
+    With TF_CONFIG in the environment this process is one worker of a cluster (docs/distributed.md): whatever the
+    name, MultiWorkerMirroredStrategy, which mirrors over each worker's GPUs (else its CPU). Call this first: the
+    strategy sets up collective ops, which TensorFlow allows only before it runs any other op."""
+    if name not in ("default", "mirrored"):
+        raise ValueError(f'strategy must be "default" or "mirrored", got {name!r}')
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "default":
         return tf.distribute.get_strategy()
-    if name != "mirrored":
-        raise ValueError(f'strategy must be "default" or "mirrored", got {name!r}')
     if tf.config.list_physical_devices("GPU"):
         return tf.distribute.MirroredStrategy()
     cpu = tf.config.list_physical_devices("CPU")[0]
