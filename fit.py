@@ -1,6 +1,7 @@
 """The fit loop: train on the train split, keep the weights with the best val loss, time every step."""
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -34,13 +35,30 @@ class StepTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def fit_inputs(strategy, data, ready_times=None):
+    """(train, val) inputs for `model.fit`: the loader's datasets. Under MultiWorkerMirroredStrategy each worker's
+    loader already holds its shard of train in one replica's batches, so they go to `tf.distribute` as they are,
+    not re-sharded or re-batched (a generator-backed dataset cannot be sharded by TensorFlow anyway)."""
+    def train(_context=None):
+        return data.tf_dataset("train", ready_times=ready_times)
+
+    def val(_context=None):
+        return data.tf_dataset("val")
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return train(), val()
+    return strategy.distribute_datasets_from_function(train), strategy.distribute_datasets_from_function(val)
+
+
 def fit_with_checkpoint(model, data, output_dir, epochs: int, patience: int, lr_patience: int,
-                        passes_per_epoch: int = 1, verbose: int = 0) -> dict:
+                        passes_per_epoch: int = 1, verbose: int = 0, steps_per_pass: int | None = None) -> dict:
     """Fit on the train split (batches as the loader's augmentation makes them), monitor the val loss on whole
     val images, restore the best weights at the end; an epoch is `passes_per_epoch` passes over the train split.
+    steps_per_pass: steps of one pass (default: the loader's); workers of a cluster must all take the same number.
 
     Returns the history, the best epoch, the wall time and per-step timings."""
-    # TensorFlow checkpoint format, not .h5: tf-keras's h5 loader fails on MirroredStrategy's batch-norm variables
+    # TensorFlow checkpoint format, not .h5: tf-keras's h5 loader fails on MirroredStrategy's batch-norm variables.
+    # Under MultiWorkerMirroredStrategy only the chief keeps it (Keras writes the others' to a temporary folder)
     checkpoint = Path(output_dir) / "checkpoints" / "best.weights"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     timer = StepTimer()
@@ -48,20 +66,28 @@ def fit_with_checkpoint(model, data, output_dir, epochs: int, patience: int, lr_
         tf.keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True,
                                            save_weights_only=True),
         tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_patience, min_lr=1e-5),
-        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
+        # restores the best weights from memory: workers other than the chief keep no checkpoint file to load
+        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         timer,
     ]
     start, ready_times = time.perf_counter(), []
-    history = model.fit(data.tf_dataset("train", ready_times=ready_times),
-                        steps_per_epoch=passes_per_epoch * data.steps_per_epoch("train"), epochs=epochs,
-                        validation_data=data.tf_dataset("val"), validation_steps=data.steps_per_epoch("val"),
+    train, val = fit_inputs(model.distribute_strategy, data, ready_times)
+    history = model.fit(train, steps_per_epoch=passes_per_epoch * (steps_per_pass or data.steps_per_epoch("train")),
+                        epochs=epochs, validation_data=val, validation_steps=data.steps_per_epoch("val"),
                         callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
-    model.load_weights(str(checkpoint))
     val_loss = history.history["val_loss"]
     return {"history": {k: [float(v) for v in values] for k, values in history.history.items()},
             "best_epoch": int(np.argmin(val_loss)) + 1, "epochs_run": len(val_loss), "train_seconds": seconds,
             "step_seconds": timer.seconds, "step_starts": timer.starts, "batch_ready_times": ready_times}
+
+
+def weights_digest(weights) -> str:
+    """sha256 of a model's weights (`model.get_weights()`), array by array: equal digests, identical weights."""
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def input_wait_share(report: dict, warmup: int = WARMUP_STEPS) -> float:
