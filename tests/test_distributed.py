@@ -1,6 +1,7 @@
 """Training on several workers (MultiWorkerMirroredStrategy, TF_CONFIG): each worker's shard of the train names,
 its place in the cluster, the local-worker launcher, and two local CPU workers training together to identical
 weights."""
+import argparse
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import time
 import types
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,15 @@ def test_local_tf_configs_describe_one_cluster_on_distinct_loopback_ports():
     assert all(c["cluster"] == cluster for c in configs) and [c["task"] for c in configs] == [
         {"type": "worker", "index": k} for k in range(3)]
     assert len(set(cluster["worker"])) == 3 and all(a.startswith("127.0.0.1:") for a in cluster["worker"])
+
+
+def test_local_workers_run_train_with_the_settings_given_and_no_local_workers_option():
+    args = argparse.Namespace(command="train", data_dir=Path("data"), out=Path("out"), local_workers=2,
+                              backbone="vgg16", crop=None, decoder_filters=(16, 8), learning_rate=0.5)
+    command = run.worker_command(args)
+    assert command[1:] == [str(Path(run.__file__).resolve()), "train", "data", "--out", "out", *command[6:]]
+    given = {option: run.parse_value(text) for option, text in zip(command[6::2], command[7::2])}
+    assert given == {"--backbone": "vgg16", "--crop": None, "--decoder-filters": (16, 8), "--learning-rate": 0.5}
 
 
 # a stand-in worker: reports its TF_CONFIG index; worker 1 fails at once when told to, worker 0 then waits long
