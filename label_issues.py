@@ -1,0 +1,458 @@
+"""Label problems found by a model: every example predicted by a model that never trained on it (out-of-fold),
+its softmax compared with its mask, and the examples ranked by label quality, worst first, each with the kind
+of problem and a disagreement picture (`label_issues.json`, format in docs/architecture.md and
+docs/label_issues.md, which also has the measurements behind the choices here).
+
+    report = label_issues.find_label_issues("data/spine-mri", "outputs/label-issues")   # or: run.py label-issues
+
+Planted errors measure the ranking on any dataset: `plant_errors` writes a copy with known label errors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+import figures
+import loader
+import predict
+from config import TrainConfig
+from description import IGNORE_INDEX
+
+FOLDS = 4  # models to train: each predicts the examples the others train on
+# TrainConfig overrides for the fold models: FOLDS trainings must fit the time budget of about three default
+# ones (25 minutes for the 20 example pairs on a 4-core CPU), so each stops after at most 40 epochs
+TRAINING = {"epochs": 40, "patience": 10}
+KINDS = ("missing structure", "extra structure", "wrong class", "boundary")  # what a disagreement looks like
+TOLERANCE_PX = 1.0  # disagreement this close to a mask's class edge is outline noise, not a label problem
+WHOLE_SHARE = 0.5  # a structure whose middle the other side covers less than this share of disagrees as a whole
+FLAG_BELOW = 0.9  # examples scoring below this get a picture (and `flagged`)
+PLANTED_ERRORS = ("erased structure", "relabelled structure", "dilated mask", "lowest structures deleted")
+DILATION_PX = 3  # a planted "dilated mask" grows every structure this far into the background
+LOWEST_STRUCTURES = 3  # a planted "lowest structures deleted" removes this many
+
+
+def label_issue_config(**changes) -> TrainConfig:
+    """TrainConfig's defaults with the fold models' overrides (TRAINING), then `changes`."""
+    return TrainConfig().replace(**{**TRAINING, **changes})
+
+
+# ---------------------------------------------------------------- out-of-fold predictions
+
+
+def out_of_fold_probabilities(data_dir, config: TrainConfig, folds: int, reports: list | None = None,
+                              progress: bool = True):
+    """Yield (fold, loader, name, softmax (H, W, K)) for every example, each predicted by the model of the fold
+    that holds it out (train.make_splits' k-fold test part). Models train one after another and each map is
+    yielded as it is predicted, so memory holds one model and a batch of maps at a time.
+    reports: a list that receives each fold's summary (test names, epochs, seconds) when it is done."""
+    import train  # here, not at the top: scoring and planting need no TensorFlow, whose start-up takes seconds
+
+    for fold in range(folds):
+        settings = config.replace(fold=fold, n_folds=folds)
+        data = train.prepare_data(data_dir, settings)
+        empty = [split for split in loader.SPLITS if not data.splits[split]]
+        if empty:
+            raise ValueError(f"{len(data.names)} examples are too few for {folds} folds: fold {fold} has no "
+                             f"{' and no '.join(empty)} examples")
+        names = data.splits["test"]
+        if progress:
+            print(f"fold {fold + 1}/{folds}: training on {len(data.splits['train'])} examples "
+                  f"(val {len(data.splits['val'])}), then predicting {len(names)}", flush=True)
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="label-issues-fold-") as work_dir:  # its checkpoints
+            model, report = train.train_model(data, settings, work_dir)
+        for name, probabilities in predict.iter_probabilities(model, data, names, settings.flip_average):
+            yield fold, data, name, probabilities
+        summary = {"fold": fold, "test": names, "epochs_run": report["epochs_run"],
+                   "best_epoch": report["best_epoch"], "train_seconds": round(report["train_seconds"], 1),
+                   "seconds": round(time.perf_counter() - start, 1)}
+        if reports is not None:
+            reports.append(summary)
+        if progress:
+            print(f"fold {fold + 1}/{folds}: done in {summary['seconds'] / 60:.1f} min "
+                  f"({summary['epochs_run']} epochs, kept epoch {summary['best_epoch']})", flush=True)
+
+
+# ---------------------------------------------------------------- scoring one example
+
+
+def annotated(mask: np.ndarray, n_classes: int, partial_labels: bool) -> np.ndarray:
+    """Per class, whether the mask states where it is: every class, or with partial labels background and the
+    classes the mask contains (a class absent from a partial mask is "not annotated here")."""
+    if not partial_labels:
+        return np.ones(n_classes, bool)
+    present = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)[:n_classes] > 0
+    present[0] = True
+    return present
+
+
+def merge_unannotated(probabilities: np.ndarray, annotated_classes: np.ndarray) -> np.ndarray:
+    """The softmax with each not-annotated class's probability added to background: a background pixel of a
+    partial mask means "background or a class not annotated here" (as the loss reads it), so the model finding
+    such a class there is no disagreement."""
+    merged = np.where(annotated_classes, probabilities, 0.0).astype(np.float32)
+    merged[..., 0] += probabilities[..., ~annotated_classes].sum(axis=-1)
+    return merged
+
+
+def near_edge(region: np.ndarray, tolerance: float) -> np.ndarray:
+    """Pixels within `tolerance` of the region's edge, on either side."""
+    if not region.any() or region.all():
+        return np.zeros_like(region)
+    inside = ndimage.distance_transform_edt(region)
+    outside = ndimage.distance_transform_edt(~region)
+    return np.where(region, inside <= tolerance, outside <= tolerance)
+
+
+def whole_structures(region: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The pixels of `region`'s structures (8-connected) whose middle `other` mostly leaves out.
+
+    A structure's middle is its pixels at least half its greatest depth from its edge: a mask drawn a few
+    pixels too large still has the model's structure in its middle (a boundary problem, however thin the
+    structure), a structure the model does not see at all does not."""
+    components, count = ndimage.label(region, structure=np.ones((3, 3), bool))
+    if not count:
+        return np.zeros_like(region)
+    depth = ndimage.distance_transform_edt(region)
+    deepest = np.zeros(count + 1)
+    deepest[1:] = ndimage.maximum(depth, components, np.arange(1, count + 1))
+    middle = depth >= deepest[components] / 2
+    covered = np.bincount(components[middle & other], minlength=count + 1)
+    uncovered = covered < WHOLE_SHARE * np.bincount(components[middle], minlength=count + 1)
+    uncovered[0] = False
+    return uncovered[components]
+
+
+def class_disagreement(mask, prediction, labelled, index: int, tolerance: float = TOLERANCE_PX) -> np.ndarray:
+    """uint8 map of how mask and prediction disagree about class `index`: 0 where they agree (or within
+    `tolerance` of the mask's edge of the class, unless a whole structure is at stake), else 1 + the kind's
+    position in KINDS."""
+    truth, seen = mask == index, (prediction == index) & labelled
+    kinds = np.zeros(mask.shape, np.uint8)
+    kinds[(truth ^ seen) & labelled & ~near_edge(truth, tolerance)] = 1 + KINDS.index("boundary")
+    unlabelled = whole_structures(seen, truth) & ~truth  # the model's structure, which the mask lacks
+    kinds[unlabelled & (mask == 0)] = 1 + KINDS.index("missing structure")
+    kinds[unlabelled & (mask != 0)] = 1 + KINDS.index("wrong class")
+    unseen = whole_structures(truth, seen) & ~seen  # the mask's structure, of which the model sees little
+    kinds[unseen & (prediction == 0)] = 1 + KINDS.index("extra structure")
+    kinds[unseen & (prediction != 0)] = 1 + KINDS.index("wrong class")
+    return kinds
+
+
+def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_labels: bool):
+    """(entry, compared prediction, disagreement map) of one example. entry: score (0..1, low = likely wrong:
+    the worst annotated class's), kind, per-class figures. The prediction is the argmax once not-annotated
+    classes are merged into background; the map is 0 where nothing disagrees, else 1 + the kind's position.
+
+    A class scores 1 - (the model's probability against the given label, summed over the disagreeing pixels)
+    / (its labelled + its predicted pixels): Dice (1 - disagreeing / (labelled + predicted)) with each
+    disagreeing pixel weighted by how sure the model is, and outline noise left out."""
+    stated = annotated(mask, len(classes), partial_labels)
+    merged = merge_unannotated(probabilities, stated)
+    prediction = predict.labels_from_probabilities(merged)
+    labelled = mask != IGNORE_INDEX
+    given = np.take_along_axis(merged, np.where(labelled, mask, 0)[..., None].astype(np.intp), -1)[..., 0]
+    doubt = np.where(labelled, 1.0 - given, 0.0)  # the model's probability that the given label is wrong
+    disagreement = np.zeros(mask.shape, np.uint8)
+    per_class, totals = {}, dict.fromkeys(KINDS, 0)
+    for index in range(1, len(classes)):
+        if not stated[index]:
+            per_class[classes[index]] = {"annotated": False}
+            continue
+        kinds = class_disagreement(mask, prediction, labelled, index)
+        disagreement = np.maximum(disagreement, kinds)
+        labelled_px = int(np.count_nonzero(mask == index))
+        predicted_px = int(np.count_nonzero((prediction == index) & labelled))
+        size = labelled_px + predicted_px
+        pixels = {kind: int(np.count_nonzero(kinds == 1 + k)) for k, kind in enumerate(KINDS)}
+        per_class[classes[index]] = {
+            "annotated": True, "labelled_px": labelled_px, "predicted_px": predicted_px,
+            "score": round(1.0 - float(doubt[kinds > 0].sum()) / size, 4) if size else 1.0,
+            "disagreement_px": pixels}
+        for kind in KINDS:
+            totals[kind] += pixels[kind]
+    scores = [entry["score"] for entry in per_class.values() if entry["annotated"]]
+    if not scores:
+        kind = "not annotated"
+    else:
+        kind = max(KINDS, key=totals.get) if any(totals.values()) else "none"
+    return {"score": min(scores, default=1.0), "kind": kind, "classes": per_class}, prediction, disagreement
+
+
+# ---------------------------------------------------------------- ranking a dataset
+
+
+def find_label_issues(data_dir, out_dir, folds: int = FOLDS, config: TrainConfig | None = None,
+                      progress: bool = True) -> dict:
+    """Train `folds` models, score every example out-of-fold and write into out_dir: label_issues.json (worst
+    first), predictions/<name>.npy (each out-of-fold label map, uint8) and, for examples scoring below
+    FLAG_BELOW, pictures/<name>.png (the disagreement picture at the image's size, the review UI's panel) and
+    pictures/<name>.sheet.png (mask | prediction | differences). Returns the report.
+
+    Everything is written into a staging folder first and moved into place at the end, so an interrupted run
+    leaves out_dir as it was."""
+    config = config or label_issue_config()
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    start, out_dir = time.perf_counter(), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".label-issues-", dir=out_dir))
+    try:
+        (staging / "predictions").mkdir()
+        (staging / "pictures").mkdir()
+        entries, reports = [], []
+        for fold, data, name, probabilities in out_of_fold_probabilities(data_dir, config, folds, reports, progress):
+            entries.append(examine(data, name, probabilities, fold, staging))
+        report = {"examples": ranked(entries), "labels": list(data.labels),
+                  "dataset": {"name": data.description.name, "data_dir": str(Path(data_dir).resolve()),
+                              "partial_labels": data.description.partial_labels, "examples": len(entries)},
+                  "settings": {"folds": folds, "tolerance_px": TOLERANCE_PX, "whole_share": WHOLE_SHARE,
+                               "flag_below": FLAG_BELOW, "training": config.to_dict()},
+                  "folds": reports,
+                  "timing": {"seconds": round(time.perf_counter() - start, 1),
+                             "train_seconds": round(sum(r["train_seconds"] for r in reports), 1)}}
+        (staging / "label_issues.json").write_text(json.dumps(report, indent=1) + "\n")
+        publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def examine(data, name: str, probabilities: np.ndarray, fold: int, folder: Path) -> dict:
+    """Score one example, save its out-of-fold label map and, when it scores below FLAG_BELOW, its pictures;
+    returns its entry (without rank)."""
+    mask = data.get_mask(name)
+    entry, compared, disagreement = score_example(mask, probabilities, data.labels, data.description.partial_labels)
+    raw = predict.labels_from_probabilities(probabilities)
+    np.save(folder / "predictions" / f"{name}.npy", raw)
+    entry = {"name": name, **entry, "fold": fold, "flagged": entry["score"] < FLAG_BELOW,
+             "prediction": f"predictions/{name}.npy", "picture": None, "sheet": None}
+    if entry["flagged"]:
+        image = data.get_image(name)
+        picture = disagreement_picture(image, mask, disagreement, compared)
+        Image.fromarray(picture).save(folder / "pictures" / f"{name}.png")
+        sheet = disagreement_sheet(image, mask, raw, picture, f"{name}: score {entry['score']:.3f}, {entry['kind']}",
+                                   data.labels)
+        sheet.savefig(folder / "pictures" / f"{name}.sheet.png", dpi=100)
+        entry.update(picture=f"pictures/{name}.png", sheet=f"pictures/{name}.sheet.png")
+    return entry
+
+
+def ranked(entries: list[dict]) -> list[dict]:
+    """The entries worst first (lowest score; ties in natural name order), each with its rank (1 = most suspect)."""
+    order = sorted(entries, key=lambda entry: (entry["score"], loader.natural_key(entry["name"])))
+    return [{"name": entry["name"], "rank": rank, **{k: v for k, v in entry.items() if k != "name"}}
+            for rank, entry in enumerate(order, 1)]
+
+
+def format_ranking(report: dict, top: int = 10) -> str:
+    """A text table of the `top` most suspect examples: rank, name, score, kind, worst class, fold."""
+    lines = [f"{'rank':>4}  {'example':<16}{'score':>7}  {'kind':<18}{'worst class':<16}{'fold':>4}"]
+    for entry in report["examples"][:top]:
+        scored = {name: c["score"] for name, c in entry["classes"].items() if c["annotated"]}
+        worst = min(scored, key=scored.get) if scored else "-"
+        lines.append(f"{entry['rank']:>4}  {entry['name']:<16}{entry['score']:>7.3f}  {entry['kind']:<18}"
+                     f"{worst:<16}{entry['fold']:>4}")
+    flagged = sum(entry["flagged"] for entry in report["examples"])
+    lines.append(f"{flagged} of {len(report['examples'])} examples score below {FLAG_BELOW} (pictures/)")
+    return "\n".join(lines)
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Move a finished run's predictions/, pictures/ and label_issues.json from `staging` into out_dir, replacing
+    an earlier run's; the JSON moves last, so it never points at pictures of another run."""
+    (out_dir / "label_issues.json").unlink(missing_ok=True)
+    for folder in ("predictions", "pictures"):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
+        os.replace(staging / folder, out_dir / folder)
+    os.replace(staging / "label_issues.json", out_dir / "label_issues.json")
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def disagreement_picture(image, mask, disagreement, prediction) -> np.ndarray:
+    """uint8 RGB (H, W, 3), pixel for pixel over the image: the image dimmed, the mask's class outlines, and
+    every disagreement beyond outline noise filled: solid in the model's class where the model sees a structure
+    the mask does not label so, dotted in the mask's class where the model sees none of it; ignore grey."""
+    rgb = figures.overlay_rgb(0.5 * figures.as_rgb(image), mask, contour=True)
+    model_sees = (disagreement > 0) & (prediction > 0)
+    for index in np.unique(prediction[model_sees]):
+        rgb[model_sees & (prediction == index)] = figures.class_colour(int(index))
+    rows, cols = np.indices(mask.shape)
+    dotted = (disagreement > 0) & (prediction == 0) & ((rows + cols) % 2 == 0)
+    for index in np.unique(mask[dotted]):
+        rgb[dotted & (mask == index)] = figures.class_colour(int(index))
+    rgb[mask == IGNORE_INDEX] = figures.IGNORE_COLOUR
+    return np.round(255 * rgb.clip(0, 1)).astype(np.uint8)
+
+
+def disagreement_sheet(image, mask, prediction, picture, title: str, classes):
+    """A matplotlib Figure (no pyplot state): mask | out-of-fold prediction | differences, and a legend."""
+    from matplotlib.figure import Figure
+
+    width, height = figures.panel_size(mask.shape, 3.2)
+    fig = Figure(figsize=(3 * width, height + 1.0))
+    panels = (("mask", figures.overlay_rgb(image, mask)),
+              ("out-of-fold prediction", figures.overlay_rgb(image, prediction)), ("differences", picture))
+    for ax, (label, rgb) in zip(fig.subplots(1, 3), panels):
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    figures.add_legend(fig, classes, bool((mask == IGNORE_INDEX).any()))
+    fig.text(0.5, 0.09, "differences: solid = the model's class where the mask disagrees; dotted = the mask's "
+             "class where the model sees none; outlines = the mask", ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    return fig
+# ---------------------------------------------------------------- planted label errors (to measure the ranking)
+
+
+def structures(mask: np.ndarray, index: int):
+    """(component map, count) of class `index`'s connected structures (8-neighbourhood)."""
+    return ndimage.label(mask == index, structure=np.ones((3, 3), bool))
+
+
+def foreground_structures(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """[(class index, boolean region)] of every foreground structure (class 0 is background; ignore is none)."""
+    found = []
+    for index in np.unique(mask):
+        if 0 < index != IGNORE_INDEX:
+            components, count = structures(mask, index)
+            found += [(int(index), components == k) for k in range(1, count + 1)]
+    return found
+
+
+def inner_structures(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The foreground structures that could lose a planted error visibly: away from the image border (a cut
+    structure is half a structure) and at least half the median size of their class."""
+    found = [(index, region) for index, region in foreground_structures(mask)
+             if not (region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any())]
+    sizes = {index: np.median([r.sum() for i, r in found if i == index]) for index, _ in found}
+    return [(index, region) for index, region in found if region.sum() >= sizes[index] / 2]
+
+
+def erase_structure(mask: np.ndarray, rng) -> np.ndarray | None:
+    """The mask with one structure set to background, of a class it still labels elsewhere (else the class
+    would just be "not annotated" under partial labels); None when no structure qualifies."""
+    counts = np.bincount([index for index, _ in foreground_structures(mask)], minlength=IGNORE_INDEX + 1)
+    candidates = [region for index, region in inner_structures(mask) if counts[index] >= 2]
+    if not candidates:
+        return None
+    planted = mask.copy()
+    planted[candidates[rng.integers(len(candidates))]] = 0
+    return planted
+
+
+def relabel_structure(mask: np.ndarray, rng, n_classes: int) -> np.ndarray | None:
+    """The mask with one structure given another foreground class; None when there is none, or only one
+    foreground class."""
+    candidates = inner_structures(mask)
+    if not candidates or n_classes < 3:
+        return None
+    index, region = candidates[rng.integers(len(candidates))]
+    planted = mask.copy()
+    planted[region] = rng.choice([k for k in range(1, n_classes) if k != index])
+    return planted
+
+
+def dilate_labels(mask: np.ndarray, px: float) -> np.ndarray | None:
+    """The mask with every foreground class grown `px` pixels into the background (each background pixel that
+    close takes its nearest foreground pixel's class; ignore stays); None when the mask has no foreground."""
+    foreground = (mask > 0) & (mask != IGNORE_INDEX)
+    if not foreground.any():
+        return None
+    distance, (rows, cols) = ndimage.distance_transform_edt(~foreground, return_indices=True)
+    planted = mask.copy()
+    grow = (mask == 0) & (distance <= px)
+    planted[grow] = mask[rows[grow], cols[grow]]
+    return planted
+
+
+def delete_lowest(mask: np.ndarray, count: int) -> np.ndarray | None:
+    """The mask with its `count` lowest foreground structures (by centre row) set to background, as if the
+    annotator stopped early; None when that would leave a class it labels with nothing (then merely "not
+    annotated" under partial labels) or nothing at all."""
+    found = foreground_structures(mask)
+    if len(found) <= count:
+        return None
+    found.sort(key=lambda item: np.nonzero(item[1])[0].mean())
+    kept = {index for index, _ in found[:-count]}
+    if kept != {index for index, _ in found}:
+        return None
+    planted = mask.copy()
+    for _, region in found[-count:]:
+        planted[region] = 0
+    return planted
+
+
+def plant(error: str, mask: np.ndarray, rng, n_classes: int) -> np.ndarray | None:
+    """The mask with one planted error of kind `error` (one of PLANTED_ERRORS), or None where it cannot take it."""
+    if error == "erased structure":
+        return erase_structure(mask, rng)
+    if error == "relabelled structure":
+        return relabel_structure(mask, rng, n_classes)
+    if error == "dilated mask":
+        return dilate_labels(mask, DILATION_PX)
+    if error == "lowest structures deleted":
+        return delete_lowest(mask, LOWEST_STRUCTURES)
+    raise ValueError(f"planted errors are {PLANTED_ERRORS}, got {error!r}")
+
+
+def write_mask(path: Path, labels: np.ndarray, description, like: Path) -> None:
+    """Write a label map (class indices, IGNORE_INDEX) as mask values of `description`, in the file type and
+    value type of the mask `like`."""
+    values = np.zeros(IGNORE_INDEX + 1, np.int64)
+    values[: description.n_classes] = description.class_values
+    if description.ignore_value is not None:
+        values[IGNORE_INDEX] = description.ignore_value
+    array = values[labels].astype(loader.read_mask_values(like).dtype)
+    if path.suffix.lower() == ".npy":
+        np.save(path, array)
+    else:
+        Image.fromarray(array).save(path)
+
+
+def plant_errors(data_dir, copy_dir, per_kind: int, seed: int = 0) -> dict[str, str]:
+    """Copy the dataset into copy_dir (which must not exist) with label errors planted: `per_kind` examples of
+    each of PLANTED_ERRORS, one error per example, examples drawn at random (`seed`); returns {name: error}."""
+    data_dir, copy_dir = Path(data_dir), Path(copy_dir)
+    data = loader.DataLoader(data_dir, cache=False)
+    rng = np.random.default_rng(seed)
+    order = [data.names[i] for i in rng.permutation(len(data.names))]
+    shutil.copytree(data_dir, copy_dir)
+    planted = {}
+    for error in PLANTED_ERRORS:
+        done = 0
+        for name in (name for name in order if name not in planted):
+            if done == per_kind:
+                break
+            mask = plant(error, data.get_mask(name), rng, data.n_classes)
+            if mask is not None:
+                source = Path(data.pairs[name][1])
+                write_mask(copy_dir / os.path.relpath(source, data_dir), mask, data.description, source)
+                planted[name] = error
+                done += 1
+        if done < per_kind:
+            raise ValueError(f"only {done} examples of {data_dir} can take a planted {error!r} ({per_kind} asked)")
+    return planted
+
+
+def planted_recall(report: dict, planted: dict[str, str]) -> dict:
+    """Where the planted errors rank: per planted example its error, rank and found kind, and the share of them
+    in the top k for k = 1, 2 and 3 times their number."""
+    entries = {entry["name"]: entry for entry in report["examples"]}
+    found = {name: {"error": error, "rank": entries[name]["rank"], "kind": entries[name]["kind"]}
+             for name, error in sorted(planted.items(), key=lambda item: entries[item[0]]["rank"])}
+    ranks = [entry["rank"] for entry in found.values()]
+    return {"examples": found,
+            "recall_at_k": {str(k): round(float(np.mean([r <= k for r in ranks])), 3)
+                            for k in sorted({len(ranks), 2 * len(ranks), 3 * len(ranks)})}}

@@ -1,0 +1,297 @@
+"""label_issues: scoring and kinds on hand-made arrays (missing, extra, wrong class, boundary, ignore, partial
+labels), planted errors, the ranking's files; slow: real out-of-fold training ranks planted errors on top."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from synthetic import IGNORE_INDEX, write_dataset_json
+
+import label_issues as li
+import loader
+
+CLASSES = ("background", "disc", "vertebra")
+
+
+def square(mask, top, left, size, value):
+    """Paint a size x size square of `value` into mask (in place); returns mask."""
+    mask[top : top + size, left : left + size] = value
+    return mask
+
+
+def spine(shape=(64, 64)):
+    """A column of four 8 px vertebrae (2) with three 4 px discs (1) between them, away from the border."""
+    mask = np.zeros(shape, np.uint8)
+    for top in (6, 18, 30, 42):
+        mask[top : top + 8, 20:36] = 2
+        mask[top + 8 : top + 12, 20:36] = 1 if top < 42 else 0
+    return mask
+
+
+def confident(labels, n_classes: int = 3, sure: float = 0.96):
+    """Softmax-like maps that say `labels` with probability `sure` (the rest spread over the other classes)."""
+    probabilities = np.full((*labels.shape, n_classes), (1 - sure) / (n_classes - 1), np.float32)
+    np.put_along_axis(probabilities, np.where(labels == IGNORE_INDEX, 0, labels)[..., None].astype(int), sure, -1)
+    return probabilities
+
+
+def score(mask, model_says, partial=False):
+    entry, _, disagreement = li.score_example(mask, confident(model_says), CLASSES, partial)
+    return entry, disagreement
+
+
+def test_a_mask_the_model_agrees_with_scores_near_one_and_kind_none():
+    entry, disagreement = score(spine(), spine())
+    assert entry["kind"] == "none" and not disagreement.any()
+    assert entry["score"] > 0.99 and entry["classes"]["disc"]["disagreement_px"] == dict.fromkeys(li.KINDS, 0)
+
+
+def test_a_structure_the_model_sees_and_the_mask_lacks_is_a_missing_structure():
+    truth = spine()
+    erased = truth.copy()
+    erased[14:18] = 0  # the upper disc erased from the mask
+    entry, disagreement = score(erased, truth)
+    assert entry["kind"] == "missing structure"
+    assert entry["classes"]["disc"]["disagreement_px"]["missing structure"] == 4 * 16
+    assert entry["classes"]["vertebra"]["disagreement_px"] == dict.fromkeys(li.KINDS, 0)
+    assert (disagreement[14:18, 20:36] == 1 + li.KINDS.index("missing structure")).all()
+    # Dice 1 - 64 / (128 + 192), each of the 64 pixels weighted by the model's 0.98 against "background"
+    assert entry["score"] == pytest.approx(1 - 0.98 * 64 / (128 + 192), abs=1e-3)
+
+
+def test_a_labelled_structure_the_model_does_not_see_is_an_extra_structure():
+    truth = spine()
+    drawn = square(truth.copy(), 4, 50, 8, 2)  # a vertebra drawn where the image has none
+    entry, disagreement = score(drawn, truth)
+    assert entry["kind"] == "extra structure"
+    assert entry["classes"]["vertebra"]["disagreement_px"]["extra structure"] == 64
+    assert (disagreement[4:12, 50:58] == 1 + li.KINDS.index("extra structure")).all()
+
+
+def test_a_structure_labelled_as_another_class_is_a_wrong_class():
+    truth = spine()
+    relabelled = truth.copy()
+    relabelled[30:38][relabelled[30:38] == 2] = 1  # the middle vertebra labelled as disc
+    entry, _ = score(relabelled, truth)
+    assert entry["kind"] == "wrong class"
+    assert entry["classes"]["vertebra"]["disagreement_px"]["wrong class"] == 8 * 16  # the model's vertebra
+    assert entry["classes"]["disc"]["disagreement_px"]["wrong class"] == 8 * 16  # the mask's "disc"
+
+
+def test_a_mask_drawn_a_few_pixels_too_large_is_a_boundary_problem_and_one_pixel_is_outline_noise():
+    truth = spine()
+    three = li.dilate_labels(truth, 3)
+    one = li.dilate_labels(truth, 1)
+    entry, _ = score(three, truth)
+    assert entry["kind"] == "boundary" and entry["score"] < 0.9
+    assert entry["classes"]["vertebra"]["disagreement_px"]["boundary"] > 0
+    loose, _ = score(one, truth)
+    assert loose["kind"] == "none" and loose["score"] > 0.99  # within TOLERANCE_PX of the mask's edges
+    assert score(truth, three)[0]["kind"] == "boundary"  # drawn too small: the same kind
+
+
+def test_ignore_pixels_count_nowhere():
+    truth = spine()
+    erased = truth.copy()
+    erased[14:18] = IGNORE_INDEX  # the disc the mask leaves out is "no label here", not background
+    entry, disagreement = score(erased, truth)
+    assert entry["kind"] == "none" and entry["score"] > 0.99 and not disagreement.any()
+    assert entry["classes"]["disc"]["labelled_px"] == 2 * 16 * 4
+
+
+def test_partial_labels_a_class_the_mask_does_not_contain_is_not_disagreement():
+    truth = spine()
+    discs_only = np.where(truth == 2, 0, truth).astype(np.uint8)
+    partial, _ = score(discs_only, truth, partial=True)
+    assert partial["kind"] == "none" and partial["score"] > 0.99
+    assert partial["classes"]["vertebra"] == {"annotated": False}
+    full, _ = score(discs_only, truth, partial=False)  # without partial labels the vertebrae are missing
+    assert full["kind"] == "missing structure" and full["score"] < 0.2
+
+
+def test_partial_labels_still_find_an_erased_structure_of_a_class_the_mask_labels_elsewhere():
+    truth = spine()
+    discs_only = np.where(truth == 2, 0, truth).astype(np.uint8)
+    discs_only[38:42] = 0  # the lowest disc erased too; two remain
+    entry, _ = score(discs_only, truth, partial=True)
+    assert entry["kind"] == "missing structure"  # doubt 0.96: "background" includes the not-annotated vertebra
+    assert entry["score"] == pytest.approx(1 - 0.96 * 64 / (128 + 192), abs=1e-3)
+
+
+def test_an_empty_partial_mask_is_not_annotated_and_not_doubted():
+    entry, _ = score(np.zeros((64, 64), np.uint8), spine(), partial=True)
+    assert entry == {"score": 1.0, "kind": "not annotated",
+                     "classes": {"disc": {"annotated": False}, "vertebra": {"annotated": False}}}
+
+
+def test_a_doubtful_model_doubts_less():
+    truth = spine()
+    erased = truth.copy()
+    erased[14:18] = 0
+    sure = li.score_example(erased, confident(truth, sure=0.96), CLASSES, False)[0]["score"]
+    unsure = li.score_example(erased, confident(truth, sure=0.6), CLASSES, False)[0]["score"]
+    assert sure < unsure < 1
+
+
+# ---------------------------------------------------------------- planted errors
+
+
+def test_erase_structure_keeps_the_class_elsewhere_and_removes_exactly_one_structure():
+    truth = spine()
+    for seed in range(5):
+        erased = li.erase_structure(truth, np.random.default_rng(seed))
+        removed = (truth != erased)
+        assert set(np.unique(erased)) == {0, 1, 2} and (erased[removed] == 0).all()
+        assert len(li.foreground_structures(erased)) == len(li.foreground_structures(truth)) - 1
+    single = square(np.zeros((32, 32), np.uint8), 10, 10, 6, 1)
+    assert li.erase_structure(single, np.random.default_rng(0)) is None  # its class would be gone
+
+
+def test_relabel_structure_gives_one_structure_another_foreground_class():
+    truth = spine()
+    relabelled = li.relabel_structure(truth, np.random.default_rng(1), 3)
+    changed = truth != relabelled
+    assert changed.any() and set(np.unique(relabelled[changed])) <= {1, 2}
+    assert (relabelled[changed] != truth[changed]).all() and (truth[changed] > 0).all()
+    assert li.relabel_structure(truth, np.random.default_rng(1), 2) is None  # one foreground class only
+
+
+def test_dilate_labels_grows_into_background_only():
+    truth = spine()
+    truth[:, :4] = IGNORE_INDEX
+    truth[30:38, 17:20] = IGNORE_INDEX
+    grown = li.dilate_labels(truth, 3)
+    assert (grown[truth > 0] == truth[truth > 0]).all()  # labels and ignore stay
+    assert (grown[6:14, 36:39] == 2).all() and (grown[6:14, 39] == 0).all()  # 3 px to the right, not 4
+    assert li.dilate_labels(np.zeros((8, 8), np.uint8), 3) is None
+
+
+def test_delete_lowest_removes_the_lowest_structures():
+    truth = spine()
+    cut = li.delete_lowest(truth, 2)
+    assert (cut[38:] == 0).all() and (cut[:38] == truth[:38]).all()
+    assert li.delete_lowest(truth, 6) is None  # would leave no disc
+
+
+def write_spines(root, n: int, values=(0, 100, 200), ignore=None):
+    """n pairs of `spine` masks (mask values `values`, a left strip of `ignore` if given; PNG) with dataset.json;
+    images are the masks brightened, so each pair is its own."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    labels = dict(zip(CLASSES, values)) | ({"ignore": ignore} if ignore is not None else {})
+    for k in range(n):
+        mask = np.roll(spine(), k - n // 2, axis=1)
+        stored = np.array(values, np.uint8)[mask]
+        if ignore is not None:
+            stored[:, :3] = ignore
+        Image.fromarray(stored).save(root / "masks" / f"case{k}.png")
+        Image.fromarray((40 + 60 * mask).astype(np.uint8)).save(root / "images" / f"case{k}.png")
+    write_dataset_json(root, name="spines", channel_names={"0": "gray"}, labels=labels, partial_labels=True)
+    return root
+
+
+def test_plant_errors_writes_a_readable_copy_with_one_error_per_planted_example(tmp_path):
+    root = write_spines(tmp_path / "spines", 10, ignore=255)
+    planted = li.plant_errors(root, tmp_path / "copy", per_kind=2, seed=3)
+    assert sorted(planted.values()) == sorted(li.PLANTED_ERRORS * 2)
+    original, copy = loader.DataLoader(root), loader.DataLoader(tmp_path / "copy")
+    assert copy.description.labels == original.description.labels
+    for name in original.names:
+        before, after = original.get_mask(name), copy.get_mask(name)
+        assert np.array_equal(before, after) == (name not in planted), name
+        assert np.array_equal(before == IGNORE_INDEX, after == IGNORE_INDEX)
+        assert np.array_equal(original.get_image(name), copy.get_image(name))
+    erased = [name for name, error in planted.items() if error == "erased structure"]
+    assert all(np.count_nonzero(copy.get_mask(n)) < np.count_nonzero(original.get_mask(n)) for n in erased)
+
+
+def test_plant_errors_says_which_error_a_dataset_cannot_take(tmp_path):
+    root = write_spines(tmp_path / "spines", 5)
+    with pytest.raises(ValueError, match="only 1 examples .* can take a planted 'dilated mask' \\(2 asked\\)"):
+        li.plant_errors(root, tmp_path / "copy", per_kind=2)
+
+
+# ---------------------------------------------------------------- ranking a dataset (a stand-in model)
+
+
+def stand_in_model(truths: dict, stop_after: int | None = None):
+    """An out_of_fold_probabilities stand-in whose "model" is sure of `truths` (the masks before planting);
+    with stop_after it is interrupted (KeyboardInterrupt) after that many examples."""
+    def out_of_fold(data_dir, config, folds, reports=None, progress=True):
+        data = loader.DataLoader(data_dir)
+        for k, name in enumerate(data.names):
+            if k == stop_after:
+                raise KeyboardInterrupt
+            yield k % folds, data, name, confident(truths[name])
+        reports.extend({"fold": fold, "test": data.names[fold::folds], "epochs_run": 1, "best_epoch": 1,
+                        "train_seconds": 1.0, "seconds": 1.0} for fold in range(folds))
+    return out_of_fold
+
+
+@pytest.fixture
+def planted_spines(tmp_path):
+    """(root of a copy of 12 spine pairs with one error of each planted kind, {name: error}, original masks)."""
+    original = write_spines(tmp_path / "spines", 12, ignore=255)
+    planted = li.plant_errors(original, tmp_path / "planted", per_kind=1, seed=0)
+    data = loader.DataLoader(original)
+    return tmp_path / "planted", planted, {name: data.get_mask(name) for name in data.names}
+
+
+def test_find_label_issues_ranks_planted_errors_first_and_writes_the_promised_files(planted_spines, tmp_path,
+                                                                                    monkeypatch):
+    root, planted, truths = planted_spines
+    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths))
+    out = tmp_path / "issues"
+    report = li.find_label_issues(root, out, folds=3, progress=False)
+    saved = json.loads((out / "label_issues.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    examples = saved["examples"]
+    assert [e["rank"] for e in examples] == list(range(1, 13))
+    assert [e["score"] for e in examples] == sorted(e["score"] for e in examples)
+    assert {e["name"] for e in examples[:4]} == set(planted)  # a perfect model puts them on top
+    expected = {"erased structure": "missing structure", "relabelled structure": "wrong class",
+                "dilated mask": "boundary", "lowest structures deleted": "missing structure"}
+    for entry in examples:
+        assert set(entry) >= {"name", "rank", "score", "kind", "classes", "picture", "fold", "prediction"}
+        assert 0 <= entry["score"] <= 1 and set(entry["classes"]) == {"disc", "vertebra"}
+        prediction = np.load(out / entry["prediction"])
+        assert prediction.shape == truths[entry["name"]].shape and prediction.dtype == np.uint8
+        if entry["name"] in planted:
+            assert entry["kind"] == expected[planted[entry["name"]]] and entry["flagged"]
+            picture = np.asarray(Image.open(out / entry["picture"]))
+            assert picture.shape == (*truths[entry["name"]].shape, 3)  # pixel for pixel: the review UI's panel
+            assert (out / entry["sheet"]).is_file()
+        else:
+            assert entry["kind"] == "none" and entry["picture"] is None and not entry["flagged"]
+    assert saved["labels"] == list(CLASSES) and saved["settings"]["folds"] == 3
+    assert saved["dataset"]["partial_labels"] is True and len(saved["folds"]) == 3
+    assert sorted(p.name for p in (out / "pictures").iterdir()) == sorted(
+        f"{name}{suffix}" for name in planted for suffix in (".png", ".sheet.png"))
+    assert sorted(p.name for p in out.iterdir()) == ["label_issues.json", "pictures", "predictions"]
+    recall = li.planted_recall(report, planted)
+    assert recall["recall_at_k"] == {"4": 1.0, "8": 1.0, "12": 1.0}
+    assert [found["error"] for found in recall["examples"].values()] == [
+        planted[e["name"]] for e in examples[:4]]
+
+
+def test_an_interrupted_run_leaves_the_previous_results_as_they_were(planted_spines, tmp_path, monkeypatch):
+    root, _, truths = planted_spines
+    out = tmp_path / "issues"
+    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths))
+    li.find_label_issues(root, out, folds=2, progress=False)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths, stop_after=7))
+    with pytest.raises(KeyboardInterrupt):
+        li.find_label_issues(root, out, folds=2, progress=False)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["label_issues.json", "pictures", "predictions"]
+
+
+def test_format_ranking_lists_the_most_suspect_first(planted_spines, tmp_path, monkeypatch):
+    root, _, truths = planted_spines
+    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths))
+    report = li.find_label_issues(root, tmp_path / "issues", folds=2, progress=False)
+    lines = li.format_ranking(report, top=3).splitlines()
+    assert lines[0].split() == ["rank", "example", "score", "kind", "worst", "class", "fold"]
+    assert [line.split()[1] for line in lines[1:4]] == [e["name"] for e in report["examples"][:3]]
+    assert lines[-1] == f"4 of 12 examples score below {li.FLAG_BELOW} (pictures/)"
