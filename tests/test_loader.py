@@ -217,6 +217,17 @@ def test_batches_may_be_kept(dataset):
     assert all(np.array_equal(a, b) for a, b in zip(first, copy))
 
 
+@pytest.mark.parametrize("compact", [False, True])
+def test_batch_arrays_start_on_cache_lines(dataset, compact):
+    """Copying pairs into a destination 16 bytes past their alignment ran 4x slower (4K aliasing; see
+    loader._batch_buffers), so every batch array starts on a 64-byte boundary."""
+    data = loader.DataLoader(dataset, batch_size=3, split=(1.0, 0.0, 0.0))
+    for _ in range(3):
+        images, targets = data.batch_arrays(data.names[:3], compact=compact)
+        assert images.ctypes.data % 64 == 0 and targets.ctypes.data % 64 == 0
+        assert images.flags.c_contiguous and targets.flags.c_contiguous and images.flags.writeable
+
+
 def test_batch_size_larger_than_split_is_an_error(dataset):
     data = loader.DataLoader(dataset, batch_size=3)
     with pytest.raises(loader.DataError, match="batch_size 3 is larger than the val split"):
