@@ -6,12 +6,16 @@ while the data and the audit's settings are unchanged; the CLI writes a report, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +58,9 @@ EDGE_QUANTILE = 0.9     # gradients above this quantile of the image's own count
 MAX_SHIFT = 10          # shifts measured: every (dy, dx) with |dy|, |dx| <= MAX_SHIFT
 TOLERANCE = 1           # px around the dataset offset still counted as "as given" (hand-drawn outlines wander)
 MIN_SHIFT = 3           # px from the dataset offset before a shift is an alternative placement
-COARSE_SIDE = 64        # swap screening compares masks on grids about this many cells wide
-SWAP_CANDIDATES = 2     # other masks per image scored in full after the coarse screen, at most ...
-SCREEN_MARGIN = 0.15    # ... whose coarse exchange gain beats the median pair's best exchange by this much
+COARSE_SIDE = 64        # the screens of flips and swaps compare on grids about this many cells wide
+SWAP_CANDIDATES = 2     # other masks per image scored in full after the swap screen, at most
+SCREEN_MARGIN = 0.15    # see screen_bar
 MIN_GAIN = 0.1          # least gain of an alternative before it is flagged, however quiet the dataset ...
 ABOVE_MEDIAN = 0.25     # ... and at least this much above this dataset's median pair's best gain ...
 EVIDENCE = 2.0          # ... and the alternative beats the given by this many standard errors (see fit_noise)
@@ -91,8 +95,9 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     channels = image.reshape(*image.shape[:2], -1)
     strength = np.zeros(image.shape[:2], np.float32)
     for c in range(channels.shape[2]):  # colour edges: a red car on a green tree of the same brightness
-        np.maximum(strength, ndimage.gaussian_gradient_magnitude(channels[..., c], EDGE_SIGMA), out=strength)
-    scale = np.quantile(strength, EDGE_QUANTILE)
+        gradient = ndimage.gaussian_gradient_magnitude(channels[..., c], EDGE_SIGMA, truncate=3)  # 99.7% of it
+        np.maximum(strength, gradient, out=strength)
+    scale = np.quantile(strength[::3, ::3], EDGE_QUANTILE)  # every 9th pixel: the same quantile, 7x faster
     return np.minimum(strength / scale, 1, out=strength) if scale > 0 else strength
 
 
@@ -192,19 +197,17 @@ def digest(array: np.ndarray) -> str:
 
 
 def fit_measures(edges: np.ndarray, mask: np.ndarray) -> dict | None:
-    """What the alignment decision needs of one pair (None if the mask has no boundary): shift surfaces of the
-    given placement and of each geometric alternative, the edge density, coarse edges and boundary."""
+    """What the alignment decision needs of one pair (None if the mask has no boundary): the shift surface of the
+    given placement, the edge density, the spread and count of edge values under the boundary, and coarse edges
+    and boundary for the screens of other placements."""
     boundary = boundary_map(mask)
     if not boundary.any():
         return None
-    alternatives = {"given": mask, **geometric_alternatives(mask)}
-    stack = np.stack([boundary] + [boundary_map(alt) for name, alt in alternatives.items() if name != "given"])
     factor = coarse_factor(mask.shape)
     on_boundary = edges[boundary > 0]
-    return {"placements": list(alternatives), "surfaces": shift_surfaces(edges, stack),
-            "base": float(edges.mean()), "edge_spread": float(on_boundary.std()),
-            "boundary_pixels": int(on_boundary.size), "coarse_edges": coarse(edges, factor),
-            "coarse_boundary": coarse(boundary, factor)}
+    return {"surface": shift_surfaces(edges, boundary[None])[0], "base": float(edges.mean()),
+            "edge_spread": float(on_boundary.std()), "boundary_pixels": int(on_boundary.size),
+            "coarse_edges": coarse(edges, factor), "coarse_boundary": coarse(boundary, factor)}
 
 
 def measure_pair(image, mask, labels, options: dict, edges=None) -> dict:
@@ -242,15 +245,6 @@ def best_far_shift(surface: np.ndarray, offset) -> tuple[tuple[int, int], float]
     return (int(row - reach), int(col - reach)), float(far[row, col])
 
 
-def fit_noise(fit: dict) -> float:
-    """The standard error of the difference of two placements' fit scores: the spread of the edge strength
-    under the boundary, over the square root of its independent samples (boundary pixels / SAMPLE_PIXELS, twice:
-    one mean for each placement). An alternative must beat the given placement by EVIDENCE of these: with a
-    short boundary on an image that barely shows it (a faint lesion), the best of hundreds of placements beats
-    the given one by chance."""
-    return max(fit["edge_spread"] * np.sqrt(2 * SAMPLE_PIXELS / max(fit["boundary_pixels"], 1)), 1e-6)
-
-
 def best_shift(surface: np.ndarray) -> tuple[int, int]:
     """The shift (dy, dx) at which the given placement fits best."""
     reach = (surface.shape[-1] - 1) // 2
@@ -264,7 +258,7 @@ def dataset_offset(fits: list[dict]) -> tuple[tuple[int, int], int]:
     flagging every pair, and still finds the pair that is off by more than the rest."""
     if not fits:
         return (0, 0), 0
-    shifts = np.array([best_shift(fit["surfaces"][0]) for fit in fits])
+    shifts = np.array([best_shift(fit["surface"]) for fit in fits])
     offset = tuple(int(v) for v in np.round(np.median(shifts, axis=0)))
     near = int((np.abs(shifts - offset).max(axis=1) <= TOLERANCE).sum())
     return offset, near
@@ -277,72 +271,146 @@ def gain(alternative: float, given: float, base: float, typical: float) -> float
     return (alternative - given) / max(alternative - base, typical, 1e-6)
 
 
-def geometric_rivals(fit: dict, offset) -> dict[str, float]:
-    """Scores of the given placement (within TOLERANCE of the offset) and of every geometric alternative."""
-    surfaces = fit["surfaces"]
-    scores = {name: window_max(surface, offset, TOLERANCE) for name, surface in zip(fit["placements"], surfaces)}
-    shift, scores["shift"] = best_far_shift(surfaces[0], offset)
-    return scores, shift
+def fit_noise(fit: dict) -> float:
+    """The standard error of the difference of two placements' fit scores: the spread of the edge strength
+    under the boundary, over the square root of its independent samples (boundary pixels / SAMPLE_PIXELS, twice:
+    one mean for each placement). An alternative must beat the given placement by EVIDENCE of these: with a
+    short boundary on an image that barely shows it (a faint lesion), the best of hundreds of placements beats
+    the given one by chance."""
+    return max(fit["edge_spread"] * np.sqrt(2 * SAMPLE_PIXELS / max(fit["boundary_pixels"], 1)), 1e-6)
 
 
-def swap_screen(fits: list[dict], rows: list[int], typical: float, k: int = SWAP_CANDIDATES,
-                chunk: int = 256) -> dict[int, list[int]]:
+# -- screens: which other placements to score in full (few), judged on coarse grids (cheap)
+
+
+def coarse_arrays(fit: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(coarse edges, coarse boundary as weights summing to 1), float32."""
+    boundary = fit["coarse_boundary"].astype(np.float32)
+    return fit["coarse_edges"].astype(np.float32), boundary / max(float(boundary.sum()), 1e-6)
+
+
+def coarse_typical(fits, rows) -> float:
+    """The median coarse edge signal of the masks on their own images (coarse fit above the edge density)."""
+    signal = [float((edges * weights).sum() - edges.mean()) for edges, weights in map(coarse_arrays, map(fits.__getitem__, rows))]
+    return max(float(np.median(signal)), 1e-6)
+
+
+def screen_bar(best_gains) -> float:
+    """The coarse gain a placement must exceed to be scored in full: SCREEN_MARGIN above what the median pair's
+    best alternative of its kind reaches, and never below -SCREEN_MARGIN (so at most a few pairs are scored in
+    full, and a misplacement, whose alternative gains at least about as much as the given placement, is)."""
+    return max(float(np.median(best_gains)) + SCREEN_MARGIN, -SCREEN_MARGIN) if len(best_gains) > 1 else -np.inf
+
+
+def flip_screen(fits, rows, typical: float) -> dict[int, list[str]]:
+    """For each pair, the geometric alternatives (`geometric_alternatives`) worth scoring in full: those whose
+    coarse boundary, flipped or transposed, fits the coarse edges nearly as well as the given one, or better."""
+    gains = {}
+    for i in rows:
+        edges, weights = coarse_arrays(fits[i])
+        own = float((edges * weights).sum())
+        scale = max(own - float(edges.mean()), typical)
+        gains[i] = {name: (float((edges * alt).sum()) - own) / scale
+                    for name, alt in geometric_alternatives(weights).items() if alt.shape == edges.shape}
+    bar = screen_bar([max(found.values()) for found in gains.values()])
+    return {i: [name for name, value in found.items() if value > bar] for i, found in gains.items()}
+
+
+def swap_screen(fits, rows, typical: float, k: int = SWAP_CANDIDATES, chunk: int = 256) -> dict[int, list[int]]:
     """For each pair (index into fits), up to k other masks of the same shape whose exchange with its own mask
-    stands out as fitting both images' coarse edges better: {i: [j, ...]}, the most promising first.
+    fits both images' coarse edges nearly as well, or better: {i: [j, ...]}, the most promising first.
 
     Both images must gain: a true swap helps both, while a near-duplicate neighbour (the next video frame, the
     next slice of a stack) whose mask fits this image about as well, or better, loses as much on its own image.
-    "Stands out": the exchange's gain (the smaller of the two) exceeds what most pairs' best exchange reaches by
-    SCREEN_MARGIN, so only a few pairs are scored in full. Coarse grids (COARSE_SIDE) keep the all-pairs
-    comparison a few chunked matrix products, in memory proportional to chunk x pairs."""
-    edges = np.stack([fits[i]["coarse_edges"].ravel() for i in rows]).astype(np.float32)
-    boundaries = np.stack([fits[i]["coarse_boundary"].ravel() for i in rows]).astype(np.float32)
-    boundaries /= np.maximum(boundaries.sum(axis=1, keepdims=True), 1e-6)  # rows: weights summing to 1
-    own = np.einsum("ij,ij->i", edges, boundaries)                         # each mask on its own image
+    All pairs are compared in a few chunked matrix products of coarse grids (COARSE_SIDE), in memory
+    proportional to chunk x pairs."""
+    edges, weights = (np.stack([array.ravel() for array in arrays])
+                      for arrays in zip(*(coarse_arrays(fits[i]) for i in rows)))
+    own = np.einsum("ij,ij->i", edges, weights)  # each mask on its own image
     scale = np.maximum(own - edges.mean(axis=1), typical)
     best, score = np.zeros((len(rows), k), int), np.full((len(rows), k), -np.inf)
     for start in range(0, len(rows), chunk):
         block = slice(start, start + chunk)
-        forward = (edges[block] @ boundaries.T - own[block, None]) / scale[block, None]   # mask j on image i
-        backward = ((boundaries[block] @ edges.T).T - own[:, None]) / scale[:, None]       # mask i on image j
+        forward = (edges[block] @ weights.T - own[block, None]) / scale[block, None]   # mask j on image i
+        backward = ((weights[block] @ edges.T).T - own[:, None]) / scale[:, None]      # mask i on image j
         both = np.minimum(forward, backward.T)
         both[np.arange(both.shape[0]), np.arange(start, start + both.shape[0])] = -np.inf
         top = np.argpartition(-both, min(k, both.shape[1] - 1), axis=1)[:, :k]
         best[block], score[block] = top, np.take_along_axis(both, top, axis=1)
-    bar = float(np.median(score.max(axis=1))) + SCREEN_MARGIN if len(rows) > 1 else np.inf
+    bar = screen_bar(score.max(axis=1))
     order = np.argsort(-score, axis=1)
     return {rows[i]: [rows[best[i, n]] for n in order[i] if score[i, n] > bar] for i in range(len(rows))}
 
 
-def decide_alignment(names, fits, read_pair, edges_of) -> tuple[dict, dict]:
-    """Per labelled pair its alignment entry (scores, best alternative, gain, misaligned) and a summary with the
-    dataset findings. read_pair(i) -> (image, mask) and edges_of(i) -> edge map serve the few swap candidates
-    that are scored in full."""
+# -- the decision
+
+
+def window_fit(edges: np.ndarray, boundary: np.ndarray, centre, radius: int = TOLERANCE) -> float:
+    """The best fit of the boundary moved by any shift within Chebyshev distance radius of centre (dy, dx):
+    the mean edge strength under its pixels still inside the frame. Gathers at its pixels only, cheaper than
+    `shift_surfaces` for a handful of shifts."""
+    rows, cols = np.nonzero(boundary)
+    best = 0.0
+    for dy in range(centre[0] - radius, centre[0] + radius + 1):
+        for dx in range(centre[1] - radius, centre[1] + radius + 1):
+            y, x = rows + dy, cols + dx
+            inside = (y >= 0) & (y < edges.shape[0]) & (x >= 0) & (x < edges.shape[1])
+            if inside.any():
+                best = max(best, float(edges[y[inside], x[inside]].mean()))
+    return best
+
+
+def full_scores(requests: dict, offset, edges_of, mask_of) -> dict:
+    """{(i, alternative): fit on image i within TOLERANCE of the offset} for each requested alternative: a name
+    of `geometric_alternatives` (of mask i) or the index j of another pair (its mask). Each image's edges are
+    computed once, and the masks are read again only here (the pairs were measured without keeping them)."""
+    found = {}
+    for i, alternatives in requests.items():
+        edges, placements = edges_of(i), geometric_alternatives(mask_of(i))
+        for alternative in alternatives:
+            mask = placements[alternative] if isinstance(alternative, str) else mask_of(alternative)
+            found[i, alternative] = window_fit(edges, boundary_map(mask), offset)
+    return found
+
+
+def decide_alignment(names, fits, score_in_full) -> tuple[dict, dict]:
+    """Per labelled pair its alignment entry (scores, best alternative, gain, evidence, misaligned) and a summary
+    with the dataset findings. score_in_full(requests, offset) scores the few other placements the screens pass,
+    as `full_scores` does."""
     scored = [i for i, fit in enumerate(fits) if fit is not None]
     offset, near = dataset_offset([fits[i] for i in scored])
-    rivals = {i: geometric_rivals(fits[i], offset) for i in scored}
-    given = {i: rivals[i][0].pop("given") for i in scored}
+    given = {i: window_max(fits[i]["surface"], offset, TOLERANCE) for i in scored}
     typical = float(np.median([given[i] - fits[i]["base"] for i in scored])) if scored else 0.0
-    candidates = {}
+    requests = {i: set() for i in scored}
+    swaps = set()
     for shape in {fits[i]["coarse_edges"].shape for i in scored}:
         rows = [i for i in scored if fits[i]["coarse_edges"].shape == shape]
-        candidates.update(swap_screen(fits, rows, coarse_typical(fits, rows)))
-    swaps = swap_gains(candidates, given, fits, offset, typical, read_pair, edges_of)
+        coarse_signal = coarse_typical(fits, rows)
+        for i, names_found in flip_screen(fits, rows, coarse_signal).items():
+            requests[i].update(names_found)
+        for i, others in swap_screen(fits, rows, coarse_signal).items():
+            swaps.update(tuple(sorted((i, j))) for j in others)
+    for i, j in swaps:
+        requests[i].add(j)
+        requests[j].add(i)
+    full = score_in_full({i: wanted for i, wanted in requests.items() if wanted}, offset)
     entries = {}
     for i in scored:
-        scores, shift = rivals[i]
-        alternatives = {(f"shift({shift[0]},{shift[1]})" if name == "shift" else name): score
-                        for name, score in scores.items()}
+        shift, shift_score = best_far_shift(fits[i]["surface"], offset)
+        alternatives = {f"shift({shift[0]},{shift[1]})": shift_score}
+        alternatives.update({name: full[i, name] for name in requests[i] if isinstance(name, str)})
         gains = {name: gain(score, given[i], fits[i]["base"], typical) for name, score in alternatives.items()}
-        for j, (score, both) in swaps.get(i, {}).items():
-            alternatives[f"swapped_with:{names[j]}"], gains[f"swapped_with:{names[j]}"] = score, both
+        for j in (j for j in requests[i] if not isinstance(j, str)):  # an exchange: the smaller of both gains
+            alternatives[f"swapped_with:{names[j]}"] = full[i, j]
+            gains[f"swapped_with:{names[j]}"] = min(gain(full[i, j], given[i], fits[i]["base"], typical),
+                                                    gain(full[j, i], given[j], fits[j]["base"], typical))
         rival = max(gains, key=gains.get)
-        noise = fit_noise(fits[i])
         entries[i] = {"score": round(given[i], 4), "best_alternative": rival,
                       "alternative_score": round(alternatives[rival], 4),
                       "margin": round(given[i] / alternatives[rival], 4) if alternatives[rival] > 0 else None,
-                      "gain": round(gains[rival], 4), "evidence": round((alternatives[rival] - given[i]) / noise, 2),
-                      "best_shift": list(best_shift(fits[i]["surfaces"][0]))}
+                      "gain": round(gains[rival], 4),
+                      "evidence": round((alternatives[rival] - given[i]) / fit_noise(fits[i]), 2),
+                      "best_shift": list(best_shift(fits[i]["surface"]))}
     threshold = gain_threshold([entry["gain"] for entry in entries.values()])
     for entry in entries.values():
         entry["misaligned"] = entry["gain"] > threshold and entry["evidence"] >= EVIDENCE
@@ -352,29 +420,7 @@ def decide_alignment(names, fits, read_pair, edges_of) -> tuple[dict, dict]:
                          "detail": f"{near} of {len(scored)} labelled pairs fit best within {TOLERANCE} px of "
                                    f"moving every mask by {list(offset)} (rows down, columns right)"})
     return entries, {"offset": list(offset), "typical_signal": round(typical, 4),
-                     "gain_threshold": round(threshold, 4), "findings": findings}
-
-
-def coarse_typical(fits, rows) -> float:
-    """The median coarse edge signal of the masks on their own images (coarse fit above the edge density)."""
-    signal = [float((fits[i]["coarse_edges"].astype(np.float32) * fits[i]["coarse_boundary"]).sum()
-                    / max(float(fits[i]["coarse_boundary"].astype(np.float32).sum()), 1e-6)
-                    - fits[i]["coarse_edges"].astype(np.float32).mean()) for i in rows]
-    return max(float(np.median(signal)), 1e-6)
-
-
-def swap_gains(candidates, given, fits, offset, typical, read_pair, edges_of) -> dict[int, dict]:
-    """{i: {j: (score of mask j on image i, the exchange's gain)}} for the screened candidates, scored in full
-    (both ways, each pair once): the gain of an exchange is the smaller of the two images' gains."""
-    found = {}
-    for i, j in sorted({tuple(sorted((i, j))) for i, others in candidates.items() for j in others}):
-        mask_i, mask_j = read_pair(i)[1], read_pair(j)[1]
-        there = window_max(shift_surfaces(edges_of(i), boundary_map(mask_j)[None])[0], offset, TOLERANCE)
-        back = window_max(shift_surfaces(edges_of(j), boundary_map(mask_i)[None])[0], offset, TOLERANCE)
-        both = min(gain(there, given[i], fits[i]["base"], typical), gain(back, given[j], fits[j]["base"], typical))
-        found.setdefault(i, {})[j] = (there, both)
-        found.setdefault(j, {})[i] = (back, both)
-    return found
+                     "gain_threshold": round(threshold, 4), "scored_in_full": len(full), "findings": findings}
 
 
 def gain_threshold(gains) -> float:
@@ -578,14 +624,14 @@ def _progress_callback(progress, total):
     return lambda done: (bar.update(done - bar.n), bar.close() if done == total else None)
 
 
-def build_report(names, measures, labels, options, read_pair, edges_of) -> dict:
-    """The report from every pair's measures (see `measure_pair`)."""
+def build_report(names, measures, labels, options, score_in_full) -> dict:
+    """The report from every pair's measures (see `measure_pair`); score_in_full: see `decide_alignment`."""
     labels = tuple(labels)
     content = content_flags(measures, labels)
     same_image = duplicates(names, [m["image_digest"] for m in measures])
     same_mask = duplicates(names, [m["mask_digest"] for m in measures])
     short = short_column_flags([m["margins"] for m in measures]) if options.get("extent") else [[]] * len(names)
-    alignment, summary = decide_alignment(names, [m["fit"] for m in measures], read_pair, edges_of)
+    alignment, summary = decide_alignment(names, [m["fit"] for m in measures], score_in_full)
     examples = []
     for i, (name, m) in enumerate(zip(names, measures)):
         dup = {kind: found[name] for kind, found in (("image", same_image), ("mask", same_mask)) if name in found}
@@ -603,7 +649,7 @@ def build_report(names, measures, labels, options, read_pair, edges_of) -> dict:
                 entry["flags"].append(f"misaligned:{alignment[i]['best_alternative']}")
         examples.append(entry)
     return {"labels": list(labels), "flag_codes": FLAG_CODES, "settings": settings(options),
-            "alignment": {key: summary[key] for key in ("offset", "typical_signal", "gain_threshold")},
+            "alignment": {key: value for key, value in summary.items() if key != "findings"},
             "dataset_findings": summary["findings"], "examples": examples, "counts": flag_counts(examples)}
 
 
@@ -619,8 +665,9 @@ def audit_arrays(names, images, masks, labels, options: dict | None = None, prog
     for i in range(len(names)):
         measures.append(measure_pair(images[i], masks[i], labels, options, None if edges is None else edges[i]))
         tick(i + 1)
-    return build_report(names, measures, labels, options, lambda i: (images[i], masks[i]),
-                        lambda i: edge_map(images[i]) if edges is None else edges[i])
+    edges_of = (lambda i: edge_map(images[i])) if edges is None else edges.__getitem__
+    return build_report(names, measures, labels, options,
+                        lambda requests, offset: full_scores(requests, offset, edges_of, masks.__getitem__))
 
 
 def flag_counts(examples) -> dict[str, int]:
@@ -667,31 +714,68 @@ def _measure_chunk(chunk, description, options):
     return [_measure_or_problems(paths, description, options) for paths in chunk]
 
 
-def measure_dataset(data, options, tick) -> list[dict]:
-    """measure_pair of every pair, in worker processes (one per core) from POOL_FROM pairs; DataError lists
+def worker_context():
+    """How worker processes start: forked (instantly, and without running the caller's script again, which a
+    script without an `if __name__ == "__main__"` guard would not survive) unless other threads run here (a
+    notebook kernel, the review UI's background audit): a fork copies no thread but may copy a lock one of them
+    holds, so then from a fork server that has imported this module once."""
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["audit"])
+    return context
+
+
+def worker_pool(n_pairs: int):
+    """A process pool, one worker per core (at most 8), from POOL_FROM pairs; below that (or on one core) a
+    context holding None: the pairs are measured in this process."""
+    workers = min(len(os.sched_getaffinity(0)), 8)
+    if n_pairs < POOL_FROM or workers < 2:
+        return contextlib.nullcontext()
+    return ProcessPoolExecutor(workers, mp_context=worker_context())
+
+
+def measure_dataset(data, options, tick, pool) -> list[dict]:
+    """measure_pair of every pair, in CHUNK-pair tasks of the pool (or here, with pool None); DataError lists
     every pair that cannot be read."""
     paths = [data.pairs[name] for name in data.names]
-    workers = min(len(os.sched_getaffinity(0)), 8)
-    if len(paths) < POOL_FROM or workers < 2:
-        measures = []
-        for pair_paths in paths:
-            measures.append(_measure_or_problems(pair_paths, data.description, options))
-            tick(len(measures))
+    if pool is None:
+        parts = ([_measure_or_problems(pair_paths, data.description, options)] for pair_paths in paths)
     else:
-        # forkserver: workers start from a clean process, never a fork of a notebook kernel's threads, and
-        # with this module preloaded they start in milliseconds
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["audit"])
         chunks = [paths[k:k + CHUNK] for k in range(0, len(paths), CHUNK)]
-        measures = []
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for part in pool.map(_measure_chunk, chunks, [data.description] * len(chunks), [options] * len(chunks)):
-                measures += part
-                tick(len(measures))
+        parts = pool.map(_measure_chunk, chunks, repeat(data.description), repeat(options))
+    measures = []
+    for part in parts:
+        measures += part
+        tick(len(measures))
     problems = [line for found in measures if isinstance(found, list) for line in found]
     if problems:
         raise loader.DataError(problems)
     return measures
+
+
+def _full_scores_from_files(requests, paths, description, offset):
+    """full_scores of the requests, each pair read from its files at most once (one worker task)."""
+    pair = lru_cache(maxsize=None)(lambda i: loader.read_pair(*paths[i], description))
+    return full_scores(requests, offset, lambda i: edge_map(pair(i)[0]), lambda i: pair(i)[1])
+
+
+def full_scorer(data, pool):
+    """score_in_full(requests, offset) for a dataset's pairs (see full_scores), in tasks of CHUNK images."""
+
+    def score_in_full(requests: dict, offset) -> dict:
+        items = sorted(requests.items())
+        groups = [dict(items[k:k + CHUNK]) for k in range(0, len(items), CHUNK)]
+        paths = [{k: data.pairs[data.names[k]]
+                  for k in set(group) | {j for wanted in group.values() for j in wanted if not isinstance(j, str)}}
+                 for group in groups]
+        found = {}
+        for part in (map if pool is None else pool.map)(_full_scores_from_files, groups, paths,
+                                                         repeat(data.description), repeat(offset)):
+            found.update(part)
+        return found
+
+    return score_in_full
 
 
 def audit_dataset(data_dir, progress=None, options: dict | None = None) -> dict:
@@ -703,10 +787,9 @@ def audit_dataset(data_dir, progress=None, options: dict | None = None) -> dict:
     """
     data = open_dataset(data_dir)
     options = checked_options(data.description.audit if options is None else options, data.labels)
-    measures = measure_dataset(data, options, _progress_callback(progress, len(data.names)))
-    names = list(data.names)
-    report = build_report(names, measures, data.labels, options, lambda i: data.raw_pair(names[i]),
-                          lambda i: edge_map(data.raw_pair(names[i])[0]))
+    with worker_pool(len(data.names)) as pool:
+        measures = measure_dataset(data, options, _progress_callback(progress, len(data.names)), pool)
+        report = build_report(list(data.names), measures, data.labels, options, full_scorer(data, pool))
     report["data_dir"] = str(data_dir)
     report["key"] = data_key(data, options)
     return report

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import audit_synthetic as syn
@@ -327,14 +328,19 @@ def test_progress_is_reported(tmp_path):
 
 
 def test_worker_processes_give_the_same_report(tmp_path, monkeypatch):
+    """Forked workers from the main thread (the CLI), a fork server's from another thread (the review UI)."""
     monkeypatch.setattr(audit, "POOL_FROM", 6)  # worker processes from 6 pairs on (64 by default)
     names = [str(k) for k in range(40)]
     root = write_dataset(tmp_path / "d", names, shape=(48, 48))
-    calls = []
-    pooled = audit.audit_dataset(root, progress=lambda done, total: calls.append(done))
+    calls, reports = [], {}
+    reports["fork"] = audit.audit_dataset(root, progress=lambda done, total: calls.append(done))
+    thread = threading.Thread(target=lambda: reports.update(forkserver=audit.audit_dataset(root, progress=False)))
+    thread.start()
+    thread.join(120)
     data = loader.DataLoader(root, cache=False)
     in_process = audit.audit_arrays(names, *zip(*map(data.raw_pair, names)), data.labels)
-    assert pooled["examples"] == in_process["examples"] and calls[-1] == len(names)
+    assert reports["fork"]["examples"] == reports["forkserver"]["examples"] == in_process["examples"]
+    assert calls[-1] == len(names)
 
 
 def test_unreadable_pairs_are_listed_together(tmp_path):

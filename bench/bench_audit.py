@@ -1,0 +1,182 @@
+"""Audit wall time and peak memory at scale: the audit and the contact sheet, each in its own subprocess.
+
+    python bench/bench_audit.py               # 2,000 generated 256x256 pairs
+    python bench/bench_audit.py --pairs 200   # a quicker look
+
+The pairs are seeded flips, shifts and brightness changes of the 20 example pairs (fetched into data/spine-mri
+if missing), with a dataset.json that turns the spine checks on, written once under
+~/.cache/segkit-bench/audit-N and reused. Memory is sampled every 50 ms over the measuring process and its
+worker processes: "peak anon MB" is the largest sum of their Pss_Anon (what they really hold: mapped file pages
+do not count, and pages a forked worker still shares with its parent count once), "peak RSS MB" the measuring
+process's own VmHWM; "CPU s" is their user + system time, which a busy machine inflates less than wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR))
+
+import numpy as np
+import psutil
+
+import loader
+
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench"
+SPINE_DESCRIPTION = {"name": "spine MRI (generated for the audit benchmark)", "channel_names": {"0": "T2"},
+                     "labels": {"background": 0, "disc": 1, "vertebra": 2},
+                     "audit": {"alternating": ["disc", "vertebra"], "extent": True}}
+MB = 2**20
+
+
+def generate_dataset(templates: Path, dest: Path, n_pairs: int, seed: int = 0) -> Path:
+    """Write n_pairs seeded flips/shifts/brightness changes of the template pairs (PNG + .npy); reuse if done."""
+    if (dest / ".complete").is_file():
+        return dest
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    data = loader.DataLoader(templates, batch_size=1, cache=False, progress=False)
+    pairs = [(image[..., 0], mask) for image, mask in map(data.raw_pair, data.names)]  # gray; values 0, 1, 2
+    for kind in ("images", "masks"):
+        (dest / kind).mkdir(parents=True, exist_ok=True)
+
+    def write(k):
+        rng = np.random.default_rng([seed, k])
+        image, mask = pairs[k % len(pairs)]
+        shift = tuple(int(v) for v in rng.integers(-16, 17, size=2))
+        flip = np.fliplr if rng.random() < 0.5 else np.asarray
+        bright = np.clip(flip(image) * rng.uniform(0.8, 1.2) + rng.normal(0, 2, image.shape), 0, 255)
+        Image.fromarray(np.roll(bright.astype(np.uint8), shift, (0, 1))).save(dest / "images" / f"{k}.png")
+        np.save(dest / "masks" / f"{k}.npy", np.roll(flip(mask), shift, (0, 1)).astype(np.uint8))
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # PNG compression releases the GIL
+        list(pool.map(write, range(n_pairs)))
+    (dest / "dataset.json").write_text(json.dumps(SPINE_DESCRIPTION, indent=1) + "\n")
+    (dest / ".complete").touch()
+    return dest
+
+
+def pss_anon(pid: int) -> int:
+    """Anonymous memory of a process in bytes, pages shared with other processes (a forked worker's copy of its
+    parent) divided among them: Pss_Anon (0 if the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss_Anon:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def own_peak_rss() -> int:
+    """This process's VmHWM in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class TreeMonitor:
+    """Samples this process and its descendants (the audit's worker processes) every 50 ms: .peak_anon is the
+    largest sum of their Pss_Anon, .cpu_seconds the CPU time (user + system) they used, each process's last
+    sample counted."""
+
+    def __init__(self):
+        self.peak_anon, self._cpu, self._stop = 0, {}, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            tree = [me, *me.children(recursive=True)]
+            self.peak_anon = max(self.peak_anon, sum(pss_anon(process.pid) for process in tree))
+            for process in tree:
+                try:
+                    times = process.cpu_times()
+                    self._cpu[process.pid] = times.user + times.system
+                except psutil.Error:  # ended between listing and reading
+                    pass
+            self._stop.wait(0.05)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(what: str, data_dir: Path, report_path: Path) -> dict:
+    """Run the audit (writing report_path) or the contact sheet (from it); seconds and memory figures."""
+    import audit
+
+    with TreeMonitor() as monitor:
+        start = time.perf_counter()
+        if what == "audit":
+            report = audit.audit_dataset(data_dir, progress=False)
+            audit.write_report(report, report_path)
+            detail = {"flagged": len(audit.flagged(report)), "counts": report["counts"],
+                      "findings": report["dataset_findings"]}
+        else:
+            report = json.loads(report_path.read_text())
+            sheet = audit.contact_sheet(report, data_dir, report_path.with_suffix(".png"))
+            detail = {"sheet_kb": sheet.stat().st_size // 1024}
+        seconds = time.perf_counter() - start
+    times = psutil.Process().cpu_times()  # this process's final figure (the monitor's may be 50 ms old)
+    monitor._cpu[os.getpid()] = times.user + times.system
+    return {"seconds": seconds, "cpu_seconds": monitor.cpu_seconds, "peak_anon_mb": monitor.peak_anon / MB,
+            "peak_rss_mb": own_peak_rss() / MB, **detail}
+
+
+def run_in_subprocess(what: str, data_dir: Path, report_path: Path) -> dict:
+    """`measure` in a fresh interpreter, so one step's memory never counts against another's."""
+    command = [sys.executable, __file__, "--measure", what, str(data_dir), str(report_path)]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=PROJECT_DIR)
+    if done.returncode:
+        raise RuntimeError(f"{what} on {data_dir} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=2000, help="generated pairs (default 2000)")
+    parser.add_argument("--measure", nargs=3, metavar=("WHAT", "DATA_DIR", "REPORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]))))
+        return 0
+    templates = loader.EXAMPLE_DATA_DIR
+    if not (templates / "images").is_dir():
+        loader.fetch_example_data(templates)
+    data_dir = generate_dataset(templates, CACHE_ROOT / f"audit-{args.pairs}", args.pairs)
+    report_path = CACHE_ROOT / f"audit-{args.pairs}.json"
+    load_before = os.getloadavg()[0]
+    rows = {what: run_in_subprocess(what, data_dir, report_path) for what in ("audit", "contact sheet")}
+    print(f"{args.pairs} pairs of 256x256 in {data_dir}, {os.cpu_count()} cores, load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print("| step | wall s | CPU s (all processes) | peak anon MB (PSS, all processes) | peak RSS MB (main process) |")
+    print("|---|---:|---:|---:|---:|")
+    for what, row in rows.items():
+        print(f"| {what} | {row['seconds']:.1f} | {row['cpu_seconds']:.1f} | {row['peak_anon_mb']:.0f} "
+              f"| {row['peak_rss_mb']:.0f} |")
+    print(f"flagged pairs: {rows['audit']['flagged']}; counts {rows['audit']['counts']}; "
+          f"dataset findings {rows['audit']['findings']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
