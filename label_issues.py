@@ -25,6 +25,7 @@ import loader
 import predict
 from config import TrainConfig
 from description import IGNORE_INDEX
+from errors import DataError
 
 FOLDS = 4  # models to train: each predicts the examples the others train on
 # TrainConfig overrides for the fold models: FOLDS trainings must fit the time budget of about three default
@@ -60,8 +61,8 @@ def out_of_fold_probabilities(data_dir, config: TrainConfig, folds: int, reports
         data = train.prepare_data(data_dir, settings)
         empty = [split for split in loader.SPLITS if not data.splits[split]]
         if empty:
-            raise ValueError(f"{len(data.names)} examples are too few for {folds} folds: fold {fold} has no "
-                             f"{' and no '.join(empty)} examples")
+            raise DataError(f"{data_dir}: {len(data.names)} examples are too few for {folds} folds (fold {fold} "
+                            f"would have no {' and no '.join(empty)} examples)")
         names = data.splits["test"]
         if progress:
             print(f"fold {fold + 1}/{folds}: training on {len(data.splits['train'])} examples "
@@ -191,11 +192,12 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
 
 
 def find_label_issues(data_dir, out_dir, folds: int = FOLDS, config: TrainConfig | None = None,
-                      progress: bool = True) -> dict:
+                      planted: dict | None = None, progress: bool = True) -> dict:
     """Train `folds` models, score every example out-of-fold and write into out_dir: label_issues.json (worst
     first), predictions/<name>.npy (each out-of-fold label map, uint8) and, for examples scoring below
     FLAG_BELOW, pictures/<name>.png (the disagreement picture at the image's size, the review UI's panel) and
     pictures/<name>.sheet.png (mask | prediction | differences). Returns the report.
+    planted: {name: error} of errors planted in data_dir (`planted_copy`): the report says where they rank.
 
     Everything is written into a staging folder first and moved into place at the end, so an interrupted run
     leaves out_dir as it was."""
@@ -219,6 +221,8 @@ def find_label_issues(data_dir, out_dir, folds: int = FOLDS, config: TrainConfig
                   "folds": reports,
                   "timing": {"seconds": round(time.perf_counter() - start, 1),
                              "train_seconds": round(sum(r["train_seconds"] for r in reports), 1)}}
+        if planted:
+            report["planted"] = planted_recall(report, planted)
         (staging / "label_issues.json").write_text(json.dumps(report, indent=1) + "\n")
         publish(staging, out_dir)
     finally:
@@ -263,6 +267,11 @@ def format_ranking(report: dict, top: int = 10) -> str:
                      f"{worst:<16}{entry['fold']:>4}")
     flagged = sum(entry["flagged"] for entry in report["examples"])
     lines.append(f"{flagged} of {len(report['examples'])} examples score below {FLAG_BELOW} (pictures/)")
+    if "planted" in report:
+        recall = ", ".join(f"top {k}: {share:.0%}" for k, share in report["planted"]["recall_at_k"].items())
+        ranks = ", ".join(f"{name} ({found['error']}) {found['rank']}"
+                          for name, found in report["planted"]["examples"].items())
+        lines += [f"planted errors found in the {recall}", f"their ranks: {ranks}"]
     return "\n".join(lines)
 
 
@@ -442,8 +451,16 @@ def plant_errors(data_dir, copy_dir, per_kind: int, seed: int = 0) -> dict[str, 
                 planted[name] = error
                 done += 1
         if done < per_kind:
-            raise ValueError(f"only {done} examples of {data_dir} can take a planted {error!r} ({per_kind} asked)")
+            raise DataError(f"{data_dir}: only {done} examples can take a planted {error!r} ({per_kind} asked)")
     return planted
+
+
+def planted_copy(data_dir, out_dir, per_kind: int, seed: int = 0) -> tuple[Path, dict[str, str]]:
+    """(out_dir/planted-data, {name: error}): a fresh copy of the dataset with `per_kind` planted errors of each
+    kind (`plant_errors`), replacing an earlier one."""
+    copy_dir = Path(out_dir) / "planted-data"
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    return copy_dir, plant_errors(data_dir, copy_dir, per_kind, seed)
 
 
 def planted_recall(report: dict, planted: dict[str, str]) -> dict:

@@ -1,7 +1,8 @@
 """The project's command line: `notebooks` executes every notebook in order into outputs/ (papermill);
 `sweep` runs one notebook over a parameter grid into outputs/sweeps/<name>/ and tabulates every run's metrics;
 `train` trains and evaluates a UNet on a dataset without a notebook (settings: config.TrainConfig), on this machine,
-as one worker of a cluster (TF_CONFIG set), or as a cluster of local worker processes (--local-workers N).
+as one worker of a cluster (TF_CONFIG set), or as a cluster of local worker processes (--local-workers N);
+`label-issues` ranks a dataset's examples by label quality from out-of-fold predictions (label_issues.py).
 
 Every notebook run starts its kernel in notebooks/ (as nbval does), so relative paths behave the same both ways.
 """
@@ -290,6 +291,26 @@ def run_training(data_dir: Path, out_dir: Path, settings) -> int:
     return 0
 
 
+def run_label_issues(args: argparse.Namespace) -> int:
+    """Rank the examples of args.data_dir by label quality into args.out (with --plant-errors, of a planted copy);
+    1 with one line per data problem."""
+    import label_issues
+    import loader
+
+    given = {"epochs": args.epochs, "seed": args.seed, "review_log": args.review_log}
+    settings = label_issues.label_issue_config(**{k: v for k, v in given.items() if v is not None})
+    try:
+        data_dir, planted = ((args.data_dir, None) if not args.plant_errors else
+                             label_issues.planted_copy(args.data_dir, args.out, args.plant_errors, args.seed))
+        report = label_issues.find_label_issues(data_dir, args.out, args.folds or label_issues.FOLDS, settings, planted)
+    except loader.DataError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(label_issues.format_ranking(report))
+    print(f"done: label_issues.json, pictures/ and predictions/ are in {args.out}/")
+    return 0
+
+
 def worker_line(worker: int, workers: int, shard: list, digest: str) -> str:
     """What one worker of a cluster reports when it is done (the workers' digests must agree)."""
     return (f"worker {worker} of {workers} done: trained on its shard of {len(shard)} train examples, "
@@ -398,7 +419,21 @@ def main(argv=None) -> int:
                           help="train as a cluster of N worker processes on this machine (loopback), to try "
                                "multi-worker training; on several machines set TF_CONFIG instead (docs/distributed.md)")
     add_config_arguments(training)
+    issues = commands.add_parser("label-issues", help="rank the examples of DATA_DIR by label quality "
+                                 "(out-of-fold predictions; docs/label_issues.md)")
+    issues.add_argument("data_dir", type=Path)
+    issues.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs" / "label-issues")
+    issues.add_argument("--folds", type=int, default=None, help="models to train (default: label_issues.FOLDS)")
+    issues.add_argument("--epochs", type=int, default=None, help="at most, per model (default: label_issues.TRAINING)")
+    issues.add_argument("--seed", type=int, default=0, help="folds, training and planted errors derive from it")
+    issues.add_argument("--review-log", default=None, help="train examples a reviewer marked \"problem\" are set aside")
+    issues.add_argument("--plant-errors", type=int, default=0, metavar="N",
+                        help="rank a copy of the data with N planted errors of each kind, and report where they rank")
     args = parser.parse_args(argv)
+    if args.command == "label-issues":
+        if args.folds is not None and args.folds < 2:
+            parser.error(f"--folds must be at least 2, got {args.folds}")
+        return run_label_issues(args)
     if args.command == "notebooks":
         return run_notebooks(args.data_dir.resolve(), args.out.resolve())
     if args.command == "train":

@@ -9,6 +9,7 @@ from synthetic import IGNORE_INDEX, write_dataset_json
 
 import label_issues as li
 import loader
+import run
 
 CLASSES = ("background", "disc", "vertebra")
 
@@ -207,7 +208,7 @@ def test_plant_errors_writes_a_readable_copy_with_one_error_per_planted_example(
 
 def test_plant_errors_says_which_error_a_dataset_cannot_take(tmp_path):
     root = write_spines(tmp_path / "spines", 5)
-    with pytest.raises(ValueError, match="only 1 examples .* can take a planted 'dilated mask' \\(2 asked\\)"):
+    with pytest.raises(loader.DataError, match="only 1 examples can take a planted 'dilated mask' \\(2 asked\\)"):
         li.plant_errors(root, tmp_path / "copy", per_kind=2)
 
 
@@ -295,3 +296,26 @@ def test_format_ranking_lists_the_most_suspect_first(planted_spines, tmp_path, m
     assert lines[0].split() == ["rank", "example", "score", "kind", "worst", "class", "fold"]
     assert [line.split()[1] for line in lines[1:4]] == [e["name"] for e in report["examples"][:3]]
     assert lines[-1] == f"4 of 12 examples score below {li.FLAG_BELOW} (pictures/)"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_bad_data_gives_one_line_per_problem_and_exit_1_before_any_training(tmp_path, capsys):
+    root = write_spines(tmp_path / "spines", 6)
+    for name in ("case1", "case3"):
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / f"{name}.png")  # not the image's size
+    assert run.main(["label-issues", str(root), "--out", str(tmp_path / "out")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "case1" in lines[0] and "case3" in lines[1], lines
+    assert not (tmp_path / "out" / "label_issues.json").exists()
+
+
+def test_cli_refuses_too_many_or_too_few_folds(tmp_path, capsys):
+    root = write_spines(tmp_path / "spines", 3)  # 2 folds: 2 test, 1 val (20%, rounded) and no train examples
+    assert run.main(["label-issues", str(root), "--out", str(tmp_path / "out"), "--folds", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (f"{root}: 3 examples are too few for 2 folds (fold 0 would have no "
+                                               "train examples)")
+    with pytest.raises(SystemExit) as stop:
+        run.main(["label-issues", str(root), "--folds", "1"])
+    assert stop.value.code == 2 and "--folds must be at least 2, got 1" in capsys.readouterr().err
