@@ -6,6 +6,7 @@ assembly in one thread vs split over threads (numpy releases the GIL).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -13,26 +14,22 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
-
-import loader  # noqa: E402
-from bench_loader import CACHE_ROOT  # noqa: E402
+import loader
+from bench_loader import CACHE_ROOT
 
 
-def decode_rate(pairs, pool_class, workers) -> float:
+def decode_rate(pairs, description, pool_class, workers) -> float:
     """Pairs/s for reading and validating every pair with `workers` workers of `pool_class`."""
     start = time.perf_counter()
     with pool_class(workers) as pool:
         # chunks, so the process pool is not dominated by per-pair pickling round trips
-        for _ in pool.map(_read, pairs, chunksize=16):
+        for _ in pool.map(functools.partial(_read, description=description), pairs, chunksize=16):
             pass
     return len(pairs) / (time.perf_counter() - start)
 
 
-def _read(paths):
-    image, mask = loader.read_pair(*paths)
+def _read(paths, description):
+    image, labels = loader.read_pair(*paths, description)
     return image.shape  # return little: a process pool would otherwise pay to pickle the arrays back
 
 
@@ -53,9 +50,11 @@ def assembly_rate(data, names, threaded: bool, repeats: int = 60) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1000)
-    parser.add_argument("--data-dir", type=Path, default=CACHE_ROOT / "spine-mri-5000-seed0")
+    parser.add_argument("--data-dir", type=Path, default=CACHE_ROOT / "spine-mri-5000-seed0",
+                        help="default: bench_loader.py's generated 5,000-pair set")
     args = parser.parse_args(argv)
     pairs = list(loader.pair_files(args.data_dir).values())[: args.pairs]
+    description = loader.describe(args.data_dir)
     cpus = os.cpu_count() or 1
     for paths in pairs:  # warm the page cache, so the first contender does not pay for the disk
         [path.read_bytes() for path in paths]
@@ -63,7 +62,7 @@ def main(argv=None) -> int:
     for label, pool_class, workers in (("1 thread", ThreadPoolExecutor, 1),
                                        (f"{cpus + 2} threads (loader default)", ThreadPoolExecutor, cpus + 2),
                                        (f"{cpus} processes", ProcessPoolExecutor, cpus)):
-        print(f"  {label:<32}{decode_rate(pairs, pool_class, workers):8,.0f}")
+        print(f"  {label:<32}{decode_rate(pairs, description, pool_class, workers):8,.0f}")
     data = loader.DataLoader(args.data_dir, batch_size=16, split=(1.0, 0.0, 0.0), progress=False)
     print("batch assembly (cached), pairs/s:")
     for batch_size in (4, 16):

@@ -1,4 +1,5 @@
-"""The loader benchmark runs and prints every row; the fast batch paths give exactly the reference values."""
+"""The loader benchmark runs and prints every row; the fast batch paths (in memory, disk cache, streaming; float
+and compact) give exactly the reference values."""
 import multiprocessing
 import subprocess
 import sys
@@ -8,10 +9,16 @@ import pytest
 from PIL import Image
 
 import loader
-from synthetic import write_dataset
+from synthetic import write_dataset, write_dataset_json
 
 BENCH = loader.PROJECT_DIR / "bench" / "bench_loader.py"
 SHAPE = (128, 128)  # batches of 8 exceed 1 MB of one-hot, so the threaded assembly path runs
+
+
+def one_hot(labels, n_classes):
+    """np.eye one-hot with an all-zero row for IGNORE_INDEX (ignore and padding)."""
+    rows = np.vstack([np.eye(n_classes, dtype=np.float32), np.zeros((1, n_classes), np.float32)])
+    return rows[np.where(labels == loader.IGNORE_INDEX, n_classes, labels)]
 
 
 def reference_batch(data, names, split, epoch, step):
@@ -20,13 +27,20 @@ def reference_batch(data, names, split, epoch, step):
     rng = data._augment_rng(split, epoch, step)
     images, onehots = [], []
     for name in names:
-        image, mask = loader.read_pair(*data.pairs[name], data.n_classes)
+        image, mask = loader.read_pair(*data.pairs[name], data.description)
         image = loader.image_to_float(image)
         if augment:
             image, mask = augment.apply(image, mask, rng)
-        images.append(image[..., None])
-        onehots.append(np.eye(data.n_classes, dtype=np.float32)[mask])
+        images.append(image)
+        onehots.append(one_hot(mask, data.n_classes))
     return np.stack(images).astype(np.float32), np.stack(onehots)
+
+
+def expanded(compact, n_classes):
+    """A compact batch as `keras_adapters.expand_batch` makes it, in numpy."""
+    images, labels = compact
+    assert labels.dtype == np.uint8 and labels.shape == images.shape[:3]
+    return loader.image_to_float(images), one_hot(labels, n_classes)
 
 
 def assert_batches_equal(got, want):
@@ -43,15 +57,21 @@ def dataset(tmp_path_factory):
 @pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("augment", [None, True])
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_cached_streaming_and_reference_batches_identical(dataset, augment, batch_size, threaded, monkeypatch):
+def test_cached_disk_streaming_and_reference_batches_identical(dataset, augment, batch_size, threaded, monkeypatch,
+                                                               tmp_path):
     monkeypatch.setattr(loader, "_ASSEMBLY_THREADS", 2 if threaded else 1)
-    cached, streaming = (loader.DataLoader(dataset, batch_size=batch_size, split=(0.5, 0.5, 0.0), cache=cache,
-                                           augment=augment, remainder="keep") for cache in (True, False))
+    loaders = [loader.DataLoader(dataset, batch_size=batch_size, split=(0.5, 0.5, 0.0), cache=cache, augment=augment,
+                                 remainder="keep", cache_dir=tmp_path / "cache" if cache == "disk" else None)
+               for cache in (True, "disk", False)]
     for split in ("train", "val"):
-        for epoch, step, names in cached.iter_epochs(split, epochs=2):
-            want = reference_batch(cached, names, split, epoch, step)
-            assert_batches_equal(cached.batch_arrays(names, split, epoch, step), want)
-            assert_batches_equal(streaming.batch_arrays(names, split, epoch, step), want)
+        eight_bit = augment is None or split == "val"
+        for epoch, step, names in loaders[0].iter_epochs(split, epochs=2):
+            want = reference_batch(loaders[0], names, split, epoch, step)
+            for data in loaders:
+                assert_batches_equal(data.batch_arrays(names, split, epoch, step), want)
+                compact = data.batch_arrays(names, split, epoch, step, compact=True)
+                assert compact[0].dtype == (np.uint8 if eight_bit else np.float32)  # augmented: beyond 8 bits
+                assert_batches_equal(expanded(compact, data.n_classes), want)
 
 
 def test_streaming_mixes_8_and_16_bit_images(dataset, tmp_path):
@@ -60,18 +80,23 @@ def test_streaming_mixes_8_and_16_bit_images(dataset, tmp_path):
     Image.fromarray(wide).save(mixed / "images" / "b.png")
     data = loader.DataLoader(mixed, batch_size=3, split=(1.0, 0.0, 0.0), cache=False)
     names = ["a", "b", "c"]
-    assert_batches_equal(data.batch_arrays(names), reference_batch(data, names, "train", 0, 0))
+    want = reference_batch(data, names, "train", 0, 0)
+    assert_batches_equal(data.batch_arrays(names), want)
+    compact = data.batch_arrays(names, compact=True)
+    assert compact[0].dtype == np.float32  # one 16-bit image: the whole batch in [0, 1]
+    assert_batches_equal(expanded(compact, data.n_classes), want)
 
 
 def test_streaming_errors_name_the_first_bad_example_in_batch_order(dataset, tmp_path):
     bad = write_dataset(tmp_path / "bad", ["a", "b", "c", "d"], shape=SHAPE)
+    write_dataset_json(bad, labels={"dark": 0, "mid": 1, "bright": 2})  # so 7 is no label (not inferred as one)
     np.save(bad / "masks" / "c.npy", np.full(SHAPE, 7, dtype=np.int64))
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(bad / "images" / "d.png")
-    np.save(bad / "masks" / "d.npy", np.zeros((64, 64), dtype=np.int64))
     data = loader.DataLoader(bad, batch_size=2, split=(1.0, 0.0, 0.0), cache=False)
-    with pytest.raises(loader.DataError, match=r"masks/c\.npy: label value"):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(bad / "images" / "d.png")  # changed after construction
+    np.save(bad / "masks" / "d.npy", np.zeros((64, 64), dtype=np.int64))
+    with pytest.raises(loader.DataError, match=r"masks/c\.npy: value 7 is not in dataset.json labels"):
         data.batch_arrays(["a", "c", "d"])
-    with pytest.raises(loader.DataError, match=r"images/d\.png: shape 64x64, expected 128x128"):
+    with pytest.raises(loader.DataError, match=r"images/d\.png: shape 64x64, but 128x128 when the loader was built"):
         data.batch_arrays(["d", "c"])
     with pytest.raises(KeyError, match="no example named 'zz'"):
         data.batch_arrays(["a", "zz", "c"])
@@ -94,15 +119,21 @@ def test_batches_in_a_forked_child(dataset):
 @pytest.mark.slow
 def test_bench_quick_prints_every_row(dataset, tmp_path):
     real = write_dataset(tmp_path / "real", [str(k) for k in range(20)], shape=SHAPE)
+    write_dataset_json(real, channel_names={"0": "gray"}, labels={"dark": 0, "mid": 1, "bright": 2})
     done = subprocess.run([sys.executable, str(BENCH), "--quick", "--pairs", "40", "--data-dir", str(real),
-                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=600)
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| 20 real") or line.startswith("| 40 gen")]
-    assert len(rows) == 2 * 2 * 5, done.stdout
-    for name in ("naive", "cached", "streaming", "tf.data", "copy bound"):
-        assert sum(f"| {name} |" in row for row in rows) == 4
-    assert done.stdout.count("PASS  ") + done.stdout.count("FAIL  ") == 9
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 20 real", "| 40 gen"))]
+    names = ("naive", "cached", "cached compact", "disk compact", "disk tf_dataset", "streaming", "tf.data",
+             "tf.data f32 cache", "copy bound f32", "copy bound u8")
+    assert len(rows) == 2 * len(names), done.stdout  # --quick: B=16 only
+    for name in names:
+        assert sum(f"| {name} |" in row for row in rows) == 2, name
+    assert "% u8 |" in done.stdout and "% f32 |" in done.stdout  # each row says which copy bound it refers to
+    assert done.stdout.count("PASS  ") + done.stdout.count("FAIL  ") == 7
+    assert "disk cache of 40 generated: first open (build)" in done.stdout
     assert (tmp_path / "cache" / "real-40-seed0" / ".complete").is_file()
+    assert len(list((tmp_path / "cache" / "real-40-seed0.cache").iterdir())) == 1  # one complete key, nothing else
 
 
 @pytest.mark.slow
