@@ -466,15 +466,24 @@ def duplicates(names, digests) -> dict[str, str]:
 
 def levels(mask: np.ndarray, labels, classes) -> list[dict]:
     """The components of the two alternating classes (specks dropped) as levels sorted from top to bottom, each
-    with its centre and its pixels' (rows, cols)."""
+    with its centre, size and parts ((component map, index) pairs; `level_pixels` gives their pixels)."""
     found = []
+    rows, cols = np.indices(mask.shape)
     for label in classes:
         components, _ = ndimage.label(mask == labels.index(label))
-        for rows, cols in ndimage.value_indices(components, ignore_value=0).values():
-            if rows.size >= MIN_LEVEL_AREA:
-                found.append({"label": label, "row": float(rows.mean()), "col": float(cols.mean()),
-                              "pixels": (rows, cols)})
+        flat = components.ravel()
+        sizes = np.bincount(flat)
+        row_sums, col_sums = np.bincount(flat, rows.ravel()), np.bincount(flat, cols.ravel())
+        for index in np.flatnonzero(sizes[1:] >= MIN_LEVEL_AREA) + 1:
+            found.append({"label": label, "row": row_sums[index] / sizes[index], "col": col_sums[index] / sizes[index],
+                          "size": int(sizes[index]), "parts": [(components, index)]})
     return merge_side_by_side(sorted(found, key=lambda level: level["row"]))
+
+
+def level_pixels(level: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of a level's pixels."""
+    rows, cols = zip(*(np.nonzero(components == index) for components, index in level["parts"]))
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def merge_side_by_side(found: list[dict]) -> list[dict]:
@@ -486,9 +495,10 @@ def merge_side_by_side(found: list[dict]) -> list[dict]:
     for level in found[1:]:
         last = merged[-1]
         if level["label"] == last["label"] and level["row"] - last["row"] < 0.6 * spacing:
-            rows, cols = (np.concatenate(pair) for pair in zip(last["pixels"], level["pixels"]))
-            merged[-1] = {"label": level["label"], "row": float(rows.mean()), "col": float(cols.mean()),
-                          "pixels": (rows, cols)}
+            size = last["size"] + level["size"]
+            merged[-1] = {"label": level["label"], "size": size, "parts": last["parts"] + level["parts"],
+                          **{axis: (last[axis] * last["size"] + level[axis] * level["size"]) / size
+                             for axis in ("row", "col")}}
         else:
             merged.append(level)
     return merged
@@ -517,7 +527,8 @@ def beyond_end_likeness(image: np.ndarray, column: list[dict], label: str) -> di
         return result
     for end, outer, inner in (("top", ones[0], ones[1]), ("bottom", ones[-1], ones[-2])):
         step = np.array([outer["row"] - inner["row"], outer["col"] - inner["col"]])
-        at_level, between, beyond = (_mean_moved(image, outer["pixels"], step * k) for k in (0, 0.5, 1))
+        pixels = level_pixels(outer)
+        at_level, between, beyond = (_mean_moved(image, pixels, step * k) for k in (0, 0.5, 1))
         if beyond is not None and between is not None and abs(at_level - between) > 1e-3:
             result[end] = round((beyond - between) / (at_level - between), 3)
     return result
