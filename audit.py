@@ -652,14 +652,15 @@ def build_report(names, measures, labels, options, score_in_full) -> dict:
             entry["flags"] += m["order"][0]
             entry["order"] = m["order"][1]
         if options.get("extent") and m["margins"] is not None:
-            entry.setdefault("order", {})["edge_margins"] = [round(float(share), 3) for share in m["margins"]]
+            entry["edge_margins"] = [round(float(share), 3) for share in m["margins"]]  # (top, bottom) unlabelled
         entry["flags"] += short[i]
         if i in alignment:
             entry["alignment"] = alignment[i]
             if alignment[i]["misaligned"]:
                 entry["flags"].append(f"misaligned:{alignment[i]['best_alternative']}")
         examples.append(entry)
-    return {"labels": list(labels), "flag_codes": FLAG_CODES, "settings": settings(options),
+    return {"labels": list(labels), "flag_codes": FLAG_CODES, "finding_codes": DATASET_FINDING_CODES,
+            "settings": settings(options),
             "alignment": {key: value for key, value in summary.items() if key != "findings"},
             "dataset_findings": summary["findings"], "examples": examples, "counts": flag_counts(examples)}
 

@@ -4,6 +4,7 @@ the alignment check's false alarms and recall on realistic generated datasets of
     python bench/bench_audit.py               # 2,000 generated 256x256 pairs
     python bench/bench_audit.py --pairs 200   # a quicker look
     python bench/bench_audit.py --quality     # false alarms / recall, planted misplacements (a few minutes)
+    python bench/bench_audit.py --before 47826e5   # also the audit as it was at that commit, side by side
 
 The pairs are seeded flips, shifts and brightness changes of the 20 example pairs (fetched into data/spine-mri
 if missing), with a dataset.json that turns the spine checks on, written once under
@@ -29,13 +30,12 @@ sys.path.insert(0, str(PROJECT_DIR))
 import numpy as np
 import psutil
 
-import loader
-
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench"
 SPINE_DESCRIPTION = {"name": "spine MRI (generated for the audit benchmark)", "channel_names": {"0": "T2"},
                      "labels": {"background": 0, "disc": 1, "vertebra": 2},
                      "audit": {"alternating": ["disc", "vertebra"], "extent": True}}
 MB = 2**20
+BEFORE_FILES = ("audit.py", "loader.py", "errors.py")  # the audit and what it imported, before issues 20-21
 
 
 def generate_dataset(templates: Path, dest: Path, n_pairs: int, seed: int = 0) -> Path:
@@ -45,6 +45,8 @@ def generate_dataset(templates: Path, dest: Path, n_pairs: int, seed: int = 0) -
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
+
+    import loader
 
     data = loader.DataLoader(templates, batch_size=1, cache=False, progress=False)
     pairs = [(image[..., 0], mask) for image, mask in map(data.raw_pair, data.names)]  # gray; values 0, 1, 2
@@ -122,9 +124,19 @@ class TreeMonitor:
         self._thread.join()
 
 
+def checkout_before(commit: str, dest: Path) -> Path:
+    """The audit and the loader it used as they were at commit (git show), written to dest; returns dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in BEFORE_FILES:
+        shown = subprocess.run(["git", "show", f"{commit}:{name}"], check=True, capture_output=True, text=True,
+                               cwd=PROJECT_DIR)
+        (dest / name).write_text(shown.stdout)
+    return dest
+
+
 def measure(what: str, data_dir: Path, report_path: Path) -> dict:
     """Run the audit (writing report_path) or the contact sheet (from it); seconds and memory figures."""
-    import audit
+    import audit  # the one first on sys.path: this checkout's, or an older one (--before)
 
     with TreeMonitor() as monitor:
         start = time.perf_counter()
@@ -132,7 +144,7 @@ def measure(what: str, data_dir: Path, report_path: Path) -> dict:
             report = audit.audit_dataset(data_dir, progress=False)
             audit.write_report(report, report_path)
             detail = {"flagged": len(audit.flagged(report)), "counts": report["counts"],
-                      "findings": report["dataset_findings"]}
+                      "findings": report.get("dataset_findings")}
         else:
             report = json.loads(report_path.read_text())
             sheet = audit.contact_sheet(report, data_dir, report_path.with_suffix(".png"))
@@ -144,9 +156,10 @@ def measure(what: str, data_dir: Path, report_path: Path) -> dict:
             "peak_rss_mb": own_peak_rss() / MB, **detail}
 
 
-def run_in_subprocess(what: str, data_dir: Path, report_path: Path) -> dict:
-    """`measure` in a fresh interpreter, so one step's memory never counts against another's."""
-    command = [sys.executable, __file__, "--measure", what, str(data_dir), str(report_path)]
+def run_in_subprocess(what: str, data_dir: Path, report_path: Path, code: Path = PROJECT_DIR) -> dict:
+    """`measure` in a fresh interpreter that imports audit from code, so one step's memory never counts against
+    another's."""
+    command = [sys.executable, __file__, "--measure", what, str(data_dir), str(report_path), str(code)]
     done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=PROJECT_DIR)
     if done.returncode:
         raise RuntimeError(f"{what} on {data_dir} failed:\n{done.stderr[-3000:]}")
@@ -216,22 +229,30 @@ def flagged_misaligned(report) -> set[int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2000, help="generated pairs (default 2000)")
+    parser.add_argument("--before", metavar="COMMIT", help="also measure the audit as it was at this commit")
     parser.add_argument("--quality", action="store_true", help="false alarms and recall on generated datasets")
-    parser.add_argument("--measure", nargs=3, metavar=("WHAT", "DATA_DIR", "REPORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=4, metavar=("WHAT", "DATA_DIR", "REPORT", "CODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quality:
         print("\n".join(quality()))
         return 0
     if args.measure:
+        sys.path.insert(0, args.measure[3])
         print(json.dumps(measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]))))
         return 0
-    templates = loader.EXAMPLE_DATA_DIR
-    if not (templates / "images").is_dir():
-        loader.fetch_example_data(templates)
-    data_dir = generate_dataset(templates, CACHE_ROOT / f"audit-{args.pairs}", args.pairs)
-    report_path = CACHE_ROOT / f"audit-{args.pairs}.json"
+    import loader
+
+    if not (loader.EXAMPLE_DATA_DIR / "images").is_dir():
+        loader.fetch_example_data(loader.EXAMPLE_DATA_DIR)
+    data_dir = generate_dataset(loader.EXAMPLE_DATA_DIR, CACHE_ROOT / f"audit-{args.pairs}", args.pairs)
     load_before = os.getloadavg()[0]
-    rows = {what: run_in_subprocess(what, data_dir, report_path) for what in ("audit", "contact sheet")}
+    rows = {what: run_in_subprocess(what, data_dir, CACHE_ROOT / f"audit-{args.pairs}.json")
+            for what in ("audit", "contact sheet")}
+    if args.before:
+        code = checkout_before(args.before, CACHE_ROOT / f"audit-at-{args.before}")
+        rows.update({f"{what}, at {args.before}": run_in_subprocess(
+            what, data_dir, CACHE_ROOT / f"audit-{args.pairs}-at-{args.before}.json", code)
+            for what in ("audit", "contact sheet")})
     print(f"{args.pairs} pairs of 256x256 in {data_dir}, {os.cpu_count()} cores, load average "
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print("| step | wall s | CPU s (all processes) | peak anon MB (PSS, all processes) | peak RSS MB (main process) |")
@@ -239,6 +260,12 @@ def main(argv=None) -> int:
     for what, row in rows.items():
         print(f"| {what} | {row['seconds']:.1f} | {row['cpu_seconds']:.1f} | {row['peak_anon_mb']:.0f} "
               f"| {row['peak_rss_mb']:.0f} |")
+    if args.before:
+        for what in ("audit", "contact sheet"):
+            old, new = rows[f"{what}, at {args.before}"], rows[what]
+            print(f"{what}: {old['seconds'] / new['seconds']:.1f}x faster, {old['cpu_seconds'] / new['cpu_seconds']:.1f}x "
+                  f"less CPU, {old['peak_anon_mb'] / new['peak_anon_mb']:.1f}x less anonymous memory than at "
+                  f"{args.before}")
     print(f"flagged pairs: {rows['audit']['flagged']}; counts {rows['audit']['counts']}; "
           f"dataset findings {rows['audit']['findings']}")
     return 0
