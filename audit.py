@@ -33,7 +33,7 @@ FLAG_CODES = {
                      "this dataset's non-empty masks hold (MISSING_CLASS_SHARE of them) as a sizeable part of their "
                      "labels (MAJOR_CLASS_SHARE)",
     "duplicate_of": "duplicate_of:<name> -- the image or the mask is byte-identical to example <name>'s "
-                    "(measures.duplicate says which)",
+                    "(the entry's duplicate says which)",
     "order_gap": "only with the description's audit switch \"alternating\": [<a>, <b>]: "
                  "order_gap:<a>-<a>@<top|bottom> -- two <a> levels follow each other along the column with no "
                  "<b> level between them, in the top or bottom half of the column; "
@@ -390,7 +390,10 @@ def decide_alignment(names, fits, score_in_full) -> tuple[dict, dict]:
             requests[i].update(names_found)
         for i, others in swap_screen(fits, rows, coarse_signal).items():
             swaps.update(tuple(sorted((i, j))) for j in others)
+    swapped = {i: set() for i in scored}
     for i, j in swaps:
+        swapped[i].add(j)
+        swapped[j].add(i)
         requests[i].add(j)
         requests[j].add(i)
     full = score_in_full({i: wanted for i, wanted in requests.items() if wanted}, offset)
@@ -398,9 +401,9 @@ def decide_alignment(names, fits, score_in_full) -> tuple[dict, dict]:
     for i in scored:
         shift, shift_score = best_far_shift(fits[i]["surface"], offset)
         alternatives = {f"shift({shift[0]},{shift[1]})": shift_score}
-        alternatives.update({name: full[i, name] for name in requests[i] if isinstance(name, str)})
+        alternatives.update({name: full[i, name] for name in sorted(requests[i] - swapped[i])})
         gains = {name: gain(score, given[i], fits[i]["base"], typical) for name, score in alternatives.items()}
-        for j in (j for j in requests[i] if not isinstance(j, str)):  # an exchange: the smaller of both gains
+        for j in sorted(swapped[i]):  # an exchange: the smaller of both images' gains
             alternatives[f"swapped_with:{names[j]}"] = full[i, j]
             gains[f"swapped_with:{names[j]}"] = min(gain(full[i, j], given[i], fits[i]["base"], typical),
                                                     gain(full[j, i], given[j], fits[j]["base"], typical))
