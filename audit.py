@@ -22,7 +22,7 @@ import numpy as np
 from scipy import fft, ndimage
 
 import loader
-from description import DESCRIPTION_FILE, IGNORE_INDEX
+from description import DESCRIPTION_FILE, IGNORE_INDEX, read_declared
 
 REPORT_FORMAT = 2   # part of the report's key: a report of another format is never reused
 
@@ -702,13 +702,13 @@ def open_dataset(data_dir):
     return loader.DataLoader(data_dir, batch_size=1, cache=False, progress=False)
 
 
-def data_key(data, options: dict) -> str:
+def data_key(data_dir, pairs: dict, options: dict) -> str:
     """Digest of the data files (names, sizes, modification times), dataset.json and the audit's settings."""
     parts = [json.dumps(settings(options), sort_keys=True)]
-    description_file = Path(data.data_dir) / DESCRIPTION_FILE
+    description_file = Path(data_dir) / DESCRIPTION_FILE
     if description_file.is_file():
         parts.append(description_file.read_text())
-    for name, paths in data.pairs.items():
+    for name, paths in pairs.items():
         for path in paths:
             stat = Path(path).stat()
             parts.append(f"{name}\t{Path(path).name}\t{stat.st_size}\t{stat.st_mtime_ns}")
@@ -806,20 +806,21 @@ def audit_dataset(data_dir, progress=None, options: dict | None = None) -> dict:
         measures = measure_dataset(data, options, _progress_callback(progress, len(data.names)), pool)
         report = build_report(list(data.names), measures, data.labels, options, full_scorer(data, pool))
     report["data_dir"] = str(data_dir)
-    report["key"] = data_key(data, options)
+    report["key"] = data_key(data_dir, data.pairs, options)
     return report
 
 
 def current_report(path, data_dir, options: dict | None = None) -> dict | None:
     """The report saved at path if it was made from the data now under data_dir with today's settings (and the
-    same options as `audit_dataset`'s), else None: the review UI reuses it instead of auditing again."""
+    same options as `audit_dataset`'s), else None: the review UI reuses it instead of auditing again. Lists and
+    stats the files, reads none of them."""
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    data = open_dataset(data_dir)
-    options = checked_options(data.description.audit if options is None else options, data.labels)
-    return report if isinstance(report, dict) and report.get("key") == data_key(data, options) else None
+    options = read_declared(data_dir)["audit"] if options is None else options
+    key = data_key(data_dir, loader.pair_files(data_dir), dict(options))
+    return report if isinstance(report, dict) and report.get("key") == key else None
 
 
 def flagged(report, code: str | None = None) -> list[str]:
