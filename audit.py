@@ -74,7 +74,8 @@ MIN_LEVEL_AREA = 20     # px; smaller components are specks, not levels
 LEVEL_LIKE = 0.5        # beyond the end, at least half-way from the between-levels intensity to a level's
 SHORT_COLUMN = 0.15     # of the image height: how much further from an edge than the median mask's labels may end
 # ---- scale
-CAPTION_HEIGHT = 40     # px under each contact-sheet thumbnail: the name and two flags
+CAPTION_HEIGHT = 40     # px under each contact-sheet thumbnail: the name and two flags (the default font: ~6 px a
+                        # character, so lines are cut to the thumbnail's width)
 POOL_FROM = 64          # pairs from which audit_dataset measures them in worker processes
 CHUNK = 16              # pairs per worker task
 
@@ -881,7 +882,8 @@ def contact_sheet(report, data_dir, path, columns: int = 6, max_examples: int = 
         x, y = (k % columns) * thumb, (k // columns) * (thumb + CAPTION_HEIGHT)
         sheet.paste(tile, (x, y))
         flags = entries[name]["flags"]
-        caption = "\n".join([name] + flags[:2] + (["..."] if len(flags) > 2 else []))
+        lines = [name] + flags[:2] + (["..."] if len(flags) > 2 else [])
+        caption = "\n".join(line if len(line) <= thumb // 6 else line[:thumb // 6 - 1] + "~" for line in lines)
         draw.multiline_text((x + 2, y + thumb + 1), caption, fill=(200, 0, 40) if flags else (0, 0, 0), spacing=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
