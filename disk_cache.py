@@ -6,9 +6,10 @@ buffers, reopened without decoding or reading a header.
                       pairs.npy    per pair: image offset, mask offset, H, W, C, image dtype code
                       index.json   format, key, data folder, the complete description, the pair names and files
 
-The key digests the format version, dataset.json's bytes and (relative path, size, mtime_ns) of every file, so
-a changed, added or removed file, or an edited dataset.json, opens another key (rebuilt). Reopening stats the
-files and compares keys: no file is read. A cache is built under `<key>.tmp-<pid>-*` and renamed to `<key>`
+The key digests the format version, dataset.json's bytes and (folder/name, size, mtime_ns) of every visible
+file of the image and mask folders, so a changed, added or removed file, or an edited dataset.json, opens another
+key (rebuilt). Reopening lists the two folders, stats their files and compares keys: no file is read, and the
+pairs are those recorded at the build. A cache is built under `<key>.tmp-<pid>-*` and renamed to `<key>`
 when complete (an interrupted build leaves nothing usable behind); the folder's older keys for the same data
 folder are deleted after a build (Linux keeps a deleted file's pages for whoever still maps it).
 """

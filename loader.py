@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import math
 import os
 import re
 import sys
@@ -396,9 +398,10 @@ def pack_batch(pairs, shape, image_dtype=np.uint8):
     """The compact batch of `pairs` [(image, label map)], each placed top-left in (H, W) `shape`: images
     (B, H, W, C) of `image_dtype` (uint8: 8-bit images as they are; float32: in [0, 1]) and label maps uint8
     (B, H, W); padding bottom/right is 0 in the image and IGNORE_INDEX in the label map."""
-    n, channels = len(pairs), pairs[0][0].shape[-1]
+    n, channels, shape = len(pairs), pairs[0][0].shape[-1], tuple(shape)
     images, masks = _batch_buffers(((n, *shape, channels), image_dtype), ((n, *shape), np.uint8))
-    if any(labels.shape != tuple(shape) for _, labels in pairs):  # padding: no image, no target
+    padded = any(labels.shape != shape for _, labels in pairs)
+    if padded:  # no image, no target
         images.fill(0)
         masks.fill(IGNORE_INDEX)
     for k, (image, labels) in enumerate(pairs):
@@ -406,9 +409,13 @@ def pack_batch(pairs, shape, image_dtype=np.uint8):
             if images.dtype == np.uint8:
                 raise ValueError(f"pack_batch: a {image.dtype} image in a uint8 batch (use image_dtype=np.float32)")
             image = image_to_float(image)
-        height, width = labels.shape
-        images[k, :height, :width] = image
-        masks[k, :height, :width] = labels
+        if padded:
+            height, width = labels.shape
+            images[k, :height, :width] = image
+            masks[k, :height, :width] = labels
+        else:  # whole slots: one contiguous copy each
+            images[k] = image
+            masks[k] = labels
     return images, masks
 
 
@@ -421,9 +428,9 @@ def _batch_buffers(*specs):
     Aligned: malloc's blocks start 16 bytes past a page, and copying from a source 16 bytes behind the
     destination modulo 4096 (every pair of the disk cache, whose pairs start on 64-byte boundaries) ran 4x slower
     (4K aliasing of loads with stores) than from any other offset."""
-    sizes = [int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in specs]
-    starts = np.cumsum([0] + [-(-size // 64) * 64 for size in sizes])
-    block = np.empty(int(starts[-1]) + 63, dtype=np.uint8)
+    sizes = [math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in specs]
+    starts = list(itertools.accumulate((-(-size // 64) * 64 for size in sizes), initial=0))
+    block = np.empty(starts[-1] + 63, dtype=np.uint8)
     buffer = block[-block.ctypes.data % 64 :]
     return [buffer[start : start + size].view(dtype).reshape(shape)
             for (shape, dtype), start, size in zip(specs, starts, sizes)]
@@ -900,7 +907,7 @@ class DataLoader:
         if augment and augment.crop is not None:
             shape = self._crop_shape()
         else:
-            largest = np.max([labels.shape for _, labels in pairs], axis=0)
+            largest = (max(labels.shape[0] for _, labels in pairs), max(labels.shape[1] for _, labels in pairs))
             shape = padded_size(largest, self.pad_multiple)
         if compact:
             return pack_batch(pairs, shape, self.compact_image_dtype(split))
