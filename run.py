@@ -106,13 +106,16 @@ def stop_child_processes(timeout: float = 5.0) -> None:
         child.kill()
 
 
-def run_notebooks(data_dir: Path, out_dir: Path) -> int:
-    """Execute every notebook into out_dir/<notebook>, each writing its results to out_dir/<stem>/."""
+def run_notebooks(data_dir: Path, out_dir: Path, parameters: dict | None = None) -> int:
+    """Execute every notebook into out_dir/<notebook>, each writing its results to out_dir/<stem>/; `parameters`
+    go to each notebook whose parameters cell defines them (e.g. {"epochs": 5} to notebook 04)."""
     for notebook in notebook_paths():
         output = out_dir / notebook.name
-        print(f"running {notebook.name} -> {output}", flush=True)
+        own = {name: value for name, value in (parameters or {}).items() if name in notebook_parameters(notebook)}
+        print(f"running {notebook.name} -> {output}" + (f" with {own}" if own else ""), flush=True)
         try:
-            execute_notebook(notebook, output, {"data_dir": str(data_dir), "output_dir": str(out_dir / notebook.stem)})
+            execute_notebook(notebook, output,
+                             {**own, "data_dir": str(data_dir), "output_dir": str(out_dir / notebook.stem)})
         except KeyboardInterrupt:
             print(f"stopped (Ctrl-C) while running {notebook.name}", file=sys.stderr)
             return 130
@@ -405,6 +408,8 @@ def main(argv=None) -> int:
     notebooks = commands.add_parser("notebooks", help="execute every notebook in order into --out")
     notebooks.add_argument("--data-dir", type=Path, default=PROJECT_DIR / "data" / "spine-mri")
     notebooks.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs")
+    notebooks.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                           help="a parameter for the notebooks that have it, e.g. -p epochs 5 (repeat for more)")
     sweep = commands.add_parser("sweep", help="run one notebook over a parameter grid and tabulate the metrics")
     sweep.add_argument("--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
                        help="a parameter and its values; repeat for a grid (every combination runs)")
@@ -435,7 +440,12 @@ def main(argv=None) -> int:
             parser.error(f"--folds must be at least 2, got {args.folds}")
         return run_label_issues(args)
     if args.command == "notebooks":
-        return run_notebooks(args.data_dir.resolve(), args.out.resolve())
+        known = {name for notebook in notebook_paths() for name in notebook_parameters(notebook)}
+        unknown = sorted({name for name, _ in args.parameter} - known)
+        if unknown:
+            parser.error(f"no notebook has the parameter {', '.join(unknown)} (parameters: {', '.join(sorted(known))})")
+        parameters = {name: parse_value(value) for name, value in args.parameter}
+        return run_notebooks(args.data_dir.resolve(), args.out.resolve(), parameters)
     if args.command == "train":
         try:
             settings = config_from_arguments(args)
