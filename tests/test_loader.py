@@ -661,7 +661,7 @@ def test_check_summarises_mixed_sizes_and_ignore(tmp_path, mixed):
 
 
 def test_no_spine_names_as_defaults_in_the_code():
-    for module in ("loader.py", "description.py", "augment.py", "keras_adapters.py"):
+    for module in ("loader.py", "description.py", "augment.py", "keras_adapters.py", "disk_cache.py"):
         source = (loader.PROJECT_DIR / module).read_text()
         # the example data keeps its name (fetch, data/spine-mri); its classes live in its dataset.json only
         assert not re.search(r"\b(background|discs?|vertebrae?)\b|^LABELS\b", source, re.M), module
