@@ -2,7 +2,6 @@
 label map, intensity to the image only."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,13 +25,6 @@ class Augment:
     contrast: float = 0.15  # gain drawn from [1 - contrast, 1 + contrast]
     gamma: tuple = (0.8, 1.25)
     crop: int | None = None  # output a random crop x crop window of the augmented image (None: whole image)
-    # Rotation, zoom and shift resample the image bilinearly, which blurs it a little; with probability
-    # 1 - resample_probability a pair is only flipped (and cropped), its pixels copied exactly as at test time.
-    resample_probability: float = 1.0
-    # Elastic deformation: smooth random displacements (normal, this many px sd) drawn at control points
-    # `elastic_spacing` px apart and interpolated between them, on top of the affine map of resampled pairs.
-    elastic_px: float = 0.0
-    elastic_spacing: int = 64
 
     def output_shape(self, shape) -> tuple:
         """The (H, W) that `apply` returns for an (H, W) `shape`: the crop, limited to the image, or `shape`."""
@@ -40,28 +32,16 @@ class Augment:
         return shape if self.crop is None else tuple(min(self.crop, side) for side in shape)
 
     def geometry(self, rng: np.random.Generator, shape):
-        """Draw an affine map (matrix, offset) in output->input pixel coordinates, for scipy.ndimage, and whether
-        the pair is resampled (False: only flipped, see resample_probability)."""
+        """Draw an affine map (matrix, offset) in output->input pixel coordinates, for scipy.ndimage."""
         angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg))
         zoom = rng.uniform(*self.scale)
         flip = -1.0 if rng.random() < self.flip_lr else 1.0
         shift = rng.uniform(-self.shift, self.shift, size=2) * np.array(shape)
-        # drawn only when needed, so the default keeps the random stream (and results) it always had
-        resampled = not (self.resample_probability < 1.0 and rng.random() >= self.resample_probability)
-        if not resampled:
-            angle, zoom, shift = 0.0, 1.0, np.zeros(2)
         cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
         matrix = np.array([[cos, -sin], [sin, cos]]) @ np.diag([1.0, flip])
         centre = (np.array(shape) - 1) / 2
         offset = centre - matrix @ (centre + shift)
-        return matrix, offset, resampled
-
-    def displacement(self, rng: np.random.Generator, size) -> np.ndarray:
-        """A smooth random displacement field (2, H, W) in pixels: normal displacements (sd `elastic_px`) at
-        control points `elastic_spacing` px apart, interpolated by cubic splines between them."""
-        row_weights, col_weights = (_spline_weights(int(np.ceil(side / self.elastic_spacing)) + 1, side) for side in size)
-        control = rng.normal(0.0, self.elastic_px, size=(2, row_weights.shape[1], col_weights.shape[1]))
-        return row_weights @ control @ col_weights.T
+        return matrix, offset
 
     def apply(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
         """Augment one pair (float image in [0, 1], (H, W) or (H, W, C); (H, W) uint8 label map); returns new
@@ -72,22 +52,16 @@ class Augment:
         from scipy import ndimage
 
         shape = image.shape[:2]
-        matrix, offset, resampled = self.geometry(rng, shape)
+        matrix, offset = self.geometry(rng, shape)
         size = self.output_shape(shape)
         if self.crop is not None:
             corner = rng.integers(0, np.array(shape) - size, endpoint=True)
             offset = offset + matrix @ corner
-        if self.elastic_px and resampled:
-            # output pixel o reads input pixel matrix @ (o + displacement(o)) + offset
-            warped = np.indices(size, dtype=np.float64) + self.displacement(rng, size)
-            coordinates = np.tensordot(matrix, warped, axes=1) + offset[:, None, None]
 
-            def resample(plane, order, cval):
-                return ndimage.map_coordinates(plane, coordinates, order=order, mode="constant", cval=cval)
-        else:
-            def resample(plane, order, cval):
-                return ndimage.affine_transform(plane, matrix, offset, output_shape=size, order=order,
-                                                mode="constant", cval=cval)
+        def resample(plane, order, cval):
+            return ndimage.affine_transform(plane, matrix, offset, output_shape=size, order=order,
+                                            mode="constant", cval=cval)
+
         planes = image if image.ndim == 3 else image[..., None]
         moved = np.stack([resample(planes[..., c], 1, 0.0) for c in range(planes.shape[-1])], axis=-1)
         image = moved if image.ndim == 3 else moved[..., 0]
@@ -97,19 +71,6 @@ class Augment:
         gamma = rng.uniform(*self.gamma)
         image = np.clip(image * gain + bias, 0, 1) ** gamma
         return image.astype(np.float32), mask
-
-
-@functools.lru_cache(maxsize=16)
-def _spline_weights(points: int, side: int) -> np.ndarray:
-    """(side, points) matrix that interpolates `points` evenly spaced values to `side` pixels by a natural cubic
-    spline. Natural, not scipy's default "not-a-knot": about half as steep at the ends, so at 4 px sd and 64 px
-    spacing no neighbouring pixels crossed in 3,000 draws (steepest 0.8 px per px; "not-a-knot" reached 1.6).
-    Separable: a 160 x 160 field is two small matrix products, 0.7 ms against 3.8 ms by ndimage.map_coordinates."""
-    from scipy.interpolate import CubicSpline
-
-    weights = CubicSpline(np.arange(points), np.eye(points), bc_type="natural")(np.linspace(0, points - 1, side))
-    weights.flags.writeable = False  # cached and shared between calls
-    return weights
 
 
 def as_augment(augment) -> Augment | None:

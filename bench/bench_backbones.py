@@ -1,7 +1,7 @@
 """Training-step time and size of notebook 04's UNet with each candidate encoder, on this machine's CPU.
 
-The notebook trains under a fixed wall-time budget (15 minutes on 2 cores), so a slower step means fewer
-epochs: this is the cost side of the backbone choice (the quality side is in the README's sweeps).
+On a CPU a slower step means fewer epochs in the same minutes: this is the cost side of the backbone choice
+(the quality side is in docs/experiments.md).
 
     .venv/bin/python bench/bench_backbones.py [--backbones resnet18 resnet34 ...] [--steps 20]
 """
@@ -11,27 +11,26 @@ import argparse
 import os
 import statistics
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import train  # noqa: E402  (imports TensorFlow through legacy_keras)
+import fit
+import model as unet
 
 CANDIDATES = ("resnet18", "resnet34", "efficientnetb0", "mobilenetv2", "seresnet18")
 
 
 def median_step_seconds(backbone: str, steps: int, batch_size: int, crop: int) -> tuple[float, int]:
     """Median seconds per training step on a fixed random batch, and the model's parameter count."""
-    train.tf.keras.utils.set_random_seed(0)
-    model = train.build_model(backbone)
+    fit.seed_everything(0)
+    model = unet.build_model(n_channels=1, n_classes=3, backbone=backbone)
     rng = np.random.default_rng(0)
     images = rng.random((batch_size, crop, crop, 1), dtype=np.float32)
     labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, (batch_size, crop, crop))]
-    dataset = train.tf.data.Dataset.from_tensors((images, labels)).repeat()
-    seconds = train.step_seconds(model, dataset, steps + train.WARMUP_STEPS)[train.WARMUP_STEPS:]
-    return statistics.median(seconds), model.count_params()
+    dataset = unet.tf.data.Dataset.from_tensors((images, labels)).repeat()
+    timer = fit.StepTimer()
+    model.fit(dataset, steps_per_epoch=steps + fit.WARMUP_STEPS, epochs=1, callbacks=[timer], verbose=0)
+    return statistics.median(timer.seconds[fit.WARMUP_STEPS:]), model.count_params()
 
 
 def main(argv=None) -> int:
