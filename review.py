@@ -1,7 +1,8 @@
-"""Review image/mask pairs by eye and by keyboard (ipywidgets + ipyevents); each verdict goes to a ReviewLog.
+"""Review image/mask pairs by eye and by keyboard (ipywidgets + an anywidget); each verdict goes to a ReviewLog.
 
 `ReviewApp(data_dir).widget` is the UI of notebook 02: one example at a time as image | overlay | labels (and
-the label-issues picture when given), zoomable; with the pointer over the image, keys judge and move (KEYS).
+the label-issues picture when given), zoomable; after a click on the picture, keys judge and move (KEYS) until
+the focus goes elsewhere (review_image.ReviewImage keeps them from JupyterLab).
 It scales to thousands of pairs: names come from the file listing, pairs are read one at a time (a few
 neighbours cached, the next one pre-rendered), and the audit's flags come from a current report or from an
 audit running in a background thread, so the UI appears at once and fills the flags in when they arrive.
@@ -29,7 +30,7 @@ from description import IGNORE_INDEX
 # review.ReviewLog is the log's public name too
 from verdicts import UNREVIEWED, VERDICTS, ReviewLog, default_reviewer
 
-# keys, with the pointer over the image (ipyevents hands them to us and keeps them from JupyterLab)
+# keys (KeyboardEvent.key), while the picture has the focus
 KEYS = {"ArrowRight": "next", "j": "next", "ArrowLeft": "previous", "k": "previous",
         "a": "aligned", "p": "problem", "u": "undo",
         "+": "zoom in", "=": "zoom in", "-": "zoom out", "0": "fit", "o": "outline/fill"}
@@ -435,8 +436,6 @@ def background_audit(data_dir, save_to=None) -> BackgroundAudit:
 # ---------------------------------------------------------------- the widget
 
 CSS = """<style>
-.review-image { image-rendering: pixelated; cursor: crosshair; }
-.review-image.ipyevents-watched { outline: 2px solid #1976d2; }
 .review-table select { font-family: monospace; font-size: 12px; }
 .review-table-header { font-family: monospace; font-size: 12px; white-space: pre; }
 .review-panel-titles > .widget-html-content { display: grid; width: 100%; text-align: center; font-weight: bold; }
@@ -513,7 +512,8 @@ class ReviewApp:
     def _build_widgets(self):
         """Create every widget and wire it to the actions (each wrapped by _guard)."""
         import ipywidgets as w
-        from ipyevents import Event
+
+        from review_image import ReviewImage
 
         labels = self.data.labels
         self.error_box = w.HTML("").add_class("review-error")
@@ -531,18 +531,14 @@ class ReviewApp:
         self.auto_advance = w.Checkbox(True, description="after a verdict, show the next unreviewed", indent=False,
                                        layout=w.Layout(width="300px"))
         self.panel_titles = w.HTML().add_class("review-panel-titles")
-        self.image = w.Image(format="png", layout=w.Layout(width="100%", height="auto")).add_class("review-image")
-        # keys and clicks as they happen; the wheel (many events per turn) throttled
-        self.key_events = Event(source=self.image, watched_events=["keydown", "mousedown", "mouseup", "dblclick"],
-                                prevent_default_action=True, ignore_modifier_key_events=True)
-        self.wheel_events = Event(source=self.image, watched_events=["wheel"], prevent_default_action=True,
-                                  throttle_or_debounce="throttle", wait=120)
+        self.image = ReviewImage(sent_keys=list(KEYS), layout=w.Layout(width="100%"))
         self.legend = w.HTML(self._legend_html(labels), layout=w.Layout(margin="0 16px 0 4px"))
         self.legend.add_class("review-legend")
         self.key_legend = w.HTML(
-            "<b>keys</b> (pointer over the image): <kbd>→</kbd>/<kbd>j</kbd> next · <kbd>←</kbd>/<kbd>k</kbd> "
-            "previous · <kbd>a</kbd> aligned · <kbd>p</kbd> problem · <kbd>u</kbd> undo · <kbd>+</kbd>/<kbd>-</kbd>"
-            " zoom · <kbd>0</kbd> fit · <kbd>o</kbd> outline/fill · wheel: zoom at the pointer · drag: pan · "
+            "<b>keys</b> after a click on the picture, while it has a blue outline: <kbd>→</kbd>/<kbd>j</kbd> next"
+            " · <kbd>←</kbd>/<kbd>k</kbd> previous · <kbd>a</kbd> aligned · <kbd>p</kbd> problem · <kbd>u</kbd> "
+            "undo · <kbd>+</kbd>/<kbd>-</kbd> zoom · <kbd>0</kbd> fit · <kbd>o</kbd> outline/fill; a click "
+            "elsewhere, <kbd>Esc</kbd> or <kbd>Tab</kbd> ends it · wheel: zoom at the pointer · drag: pan · "
             "double-click: zoom in there").add_class("review-keys")
         self.verdict_buttons = {v: w.Button(description=f"{v} ({v[0]})", button_style="success" if v == "aligned"
                                             else "danger").add_class(f"verdict-{v}") for v in VERDICTS}
@@ -573,8 +569,7 @@ class ReviewApp:
         self.info = w.HTML(layout=w.Layout(width="420px", margin="0 0 0 16px")).add_class("review-info")
 
         guard = self._guard
-        self.key_events.on_dom_event(guard(self.handle_event))
-        self.wheel_events.on_dom_event(guard(self.handle_event))
+        self.image.on_event(guard(self.handle_event))
         self.prev_button.on_click(guard(lambda _: self.step(-1)))
         self.next_button.on_click(guard(lambda _: self.step(1)))
         self.slider.observe(guard(self._on_slider), names="value")
@@ -878,8 +873,8 @@ class ReviewApp:
         self.show(self.current)
 
     def handle_event(self, event: dict):
-        """One browser event from the image (ipyevents): keys, wheel zoom, drag to pan, double-click zoom."""
-        kind = event.get("type") or event.get("event")
+        """One browser event from the picture (ReviewImage): keys, wheel zoom, drag to pan, double-click zoom."""
+        kind = event.get("type")
         if kind == "keydown":
             self.handle_key(event.get("key", ""), event)
         elif kind == "wheel":

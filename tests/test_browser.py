@@ -1,10 +1,11 @@
 """The review notebook in a real JupyterLab, driven by headless Chromium: Run All, then review by keyboard.
 
-Keys (j/k/arrows, a, p, u) go to the review and not to JupyterLab (no cell inserted, the notebook's mode
-unchanged), the jump box, the verdicts durable in the log, the audit's flags arriving from the background
-thread, the image strip's aspect ratio at two widths. The helpers here (a Lab server over a temp folder, a
-kernel started before the page opens, a Run All that survives Lab's dialogs) are also used by
-bench/bench_review.py.
+After a click on the picture, keys (j/k/arrows, a, p, u, zoom) go to the review wherever the pointer is, and no
+key reaches JupyterLab (no cell inserted, deleted or changed, the notebook's mode unchanged); after a click
+elsewhere, or Escape, they no longer go to the review. Also: the jump box, the verdicts durable in the log, the
+audit's flags arriving from the background thread, the picture's aspect ratio at two widths. The helpers here
+(a Lab server over a temp folder, a kernel started before the page opens, a Run All that survives Lab's
+dialogs) are also used by bench/bench_review.py.
 """
 import json
 import os
@@ -129,7 +130,7 @@ def chromium_page(width: int = 1500, height: int = 1000):
             browser.close()
 
 
-def open_and_run_all(page, lab: Lab, notebook_path: str, ui_selector: str = ".review-image",
+def open_and_run_all(page, lab: Lab, notebook_path: str, ui_selector: str = ".review-image img",
                      timeout_s: float = 120, attempts: int = 2) -> float:
     """Open the notebook on an idle kernel, Run All Cells, wait for `ui_selector` to be visible (once more if it
     does not appear: a run Lab swallowed); returns seconds from the Run All click to the UI being visible."""
@@ -153,7 +154,9 @@ def open_and_run_all(page, lab: Lab, notebook_path: str, ui_selector: str = ".re
             return time.monotonic() - started
         except PlaywrightTimeout:  # try once more after clearing any dialog
             dialogs += accept_dialogs(page)
-    raise AssertionError(f"the review UI never appeared after {attempts} Run All; dialogs seen: {dialogs}")
+    outputs = [" ".join(text.split())[:300] for text in page.locator(".jp-OutputArea-output").all_inner_texts()]
+    raise AssertionError(f"the review UI never appeared after {attempts} Run All; dialogs seen: {dialogs}; "
+                         f"status: {page.locator('.jp-StatusBar-TextItem').all_inner_texts()}; outputs: {outputs}")
 
 
 def click_past_dialogs(page, target, seen: list, attempts: int = 6):
@@ -237,18 +240,29 @@ def wait_log(path: Path, predicate, timeout: float = 20) -> dict:
         time.sleep(0.2)
 
 
-def notebook_state(page) -> tuple[int, str]:
-    """(number of cells, the notebook's mode) as JupyterLab shows them."""
+def notebook_state(page) -> tuple[int, int, str]:
+    """(number of cells, of markdown cells, the notebook's mode) as JupyterLab shows them."""
     cells = page.locator(".jp-Notebook .jp-Cell").count()
+    markdown = page.locator(".jp-Notebook .jp-MarkdownCell").count()
     mode = page.locator(".jp-Notebook").first.evaluate(
         "n => n.classList.contains('jp-mod-editMode') ? 'edit' : n.classList.contains('jp-mod-commandMode') ? "
         "'command' : 'none'")
-    return cells, mode
+    return cells, markdown, mode
+
+
+def review_has_keys(page) -> bool:
+    """Whether the picture has the focus (keys go to the review) and shows it by its outline."""
+    return page.evaluate("""() => {
+        const box = document.querySelector('.review-image');
+        const outlined = getComputedStyle(box).outlineStyle !== 'none';
+        if ((document.activeElement === box) !== outlined) throw new Error('outline does not follow the focus');
+        return outlined;
+    }""")
 
 
 def aspect_error(page) -> float:
     """Relative difference between the strip's shown and natural aspect ratios."""
-    return page.locator(".review-image").evaluate(
+    return page.locator(".review-image img").evaluate(
         "img => Math.abs((img.clientWidth / img.clientHeight) / (img.naturalWidth / img.naturalHeight) - 1)")
 
 
@@ -259,12 +273,16 @@ def test_review_notebook_by_keyboard_in_chromium(lab, tmp_path):
         image = page.locator(".review-image")
         image.scroll_into_view_if_needed()
         assert "example 0 " in title(page)  # a fresh log: the first unreviewed is the first example
+        assert not review_has_keys(page)
         image.click()
-        cells, mode = notebook_state(page)
+        assert review_has_keys(page)
+        state = notebook_state(page)
 
+        page.locator(".review-info").hover()  # the pointer leaves the picture: the keys still go to the review
         for key, name in (("j", "1"), ("ArrowRight", "2"), ("k", "1"), ("ArrowLeft", "0")):
             page.keyboard.press(key)
             wait_title(page, name)
+        page.mouse.move(5, 5)  # off the notebook altogether
         page.keyboard.press("a")  # aligned: written, then the next unreviewed example (1)
         wait_title(page, "1")
         page.keyboard.press("p")
@@ -280,19 +298,31 @@ def test_review_notebook_by_keyboard_in_chromium(lab, tmp_path):
         page.keyboard.press("+")
         page.locator(".review-panel-titles").get_by_text("image · 2x").wait_for(timeout=10_000)
         page.keyboard.press("0")
-
-        assert notebook_state(page) == (cells, mode), "a review key reached JupyterLab"
+        page.locator(".review-panel-titles").get_by_text("image · 2x").wait_for(state="detached", timeout=10_000)
+        for stray in ("b", "m", "x", "d", "d", "Enter", "Shift+Enter"):  # command-mode shortcuts: none may act
+            page.keyboard.press(stray)
+        page.wait_for_timeout(1_000)
+        assert "example 1 " in title(page) and review_has_keys(page)
+        assert notebook_state(page) == state, "a key reached JupyterLab"
         assert page.locator(".jp-Dialog").count() == 0
 
-        page.mouse.move(5, 5)  # keys go to the image only while the pointer is over it
+        page.locator(".jp-MarkdownCell").first.click()  # a click elsewhere: the keys are the notebook's again
+        assert not review_has_keys(page)
+        page.keyboard.press("j")
+        page.wait_for_timeout(1_500)
+        assert "example 1 " in title(page), "a key went to the review after a click elsewhere"
+
         jump = page.locator(".review-jump input")
         jump.fill("17")
         jump.press("Enter")
         wait_title(page, "17")
+        image.scroll_into_view_if_needed()
         image.click()
         page.keyboard.press("a")
         wait_title(page, "18")  # the next unreviewed one after 17
         assert wait_log(log_path, lambda latest: "17" in latest)["17"]["verdict"] == "aligned"
+        page.keyboard.press("Escape")  # the other way to hand the keys back
+        assert not review_has_keys(page)
 
         # the audit ran in the kernel's background thread; its flags reach the browser without any action
         page.locator(".review-audit").get_by_text("flagged").wait_for(timeout=120_000)
@@ -301,9 +331,9 @@ def test_review_notebook_by_keyboard_in_chromium(lab, tmp_path):
         assert aspect_error(page) < 0.02
         page.set_viewport_size({"width": 800, "height": 1000})
         page.wait_for_timeout(500)
-        assert aspect_error(page) < 0.02 and image.evaluate("img => img.clientWidth") < 800
+        assert aspect_error(page) < 0.02 and image.evaluate("box => box.clientWidth") < 800
 
-        assert notebook_state(page)[0] == cells
+        assert notebook_state(page)[:2] == state[:2]
         tracebacks = output_tracebacks(page)
         page.set_viewport_size({"width": 1500, "height": 1000})
         image.scroll_into_view_if_needed()

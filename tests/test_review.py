@@ -20,6 +20,7 @@ import loader
 import review
 import verdicts
 from review import ReviewApp, ReviewLog, View
+from review_image import ReviewImage
 
 # ---------------------------------------------------------------- the verdict log
 
@@ -294,9 +295,14 @@ def assert_no_error_shown(app):
     assert not app.errors and "Traceback" not in app.error_box.value
 
 
+def browser_event(app, event: dict):
+    """An event as the picture's front end sends it: a custom message on the widget's comm."""
+    app.image._handle_msg({"content": {"data": {"method": "custom", "content": event}}, "buffers": []})
+
+
 def key(app, name):
-    """A key press as ipyevents delivers it: through the Event widget's message handler."""
-    app.key_events._handle_mouse_msg(None, {"type": "keydown", "event": "keydown", "key": name}, None)
+    """A key press on the focused picture."""
+    browser_event(app, {"type": "keydown", "key": name})
 
 
 def test_keys_move_judge_and_undo(app):
@@ -386,12 +392,14 @@ def test_view_controls_zoom_and_mouse(app):
     assert app.view_settings.zoom == 2 and app.zoom.value == 2
     key(app, "0")
     assert app.view_settings == View() and app.image.value == first
-    app.wheel_events._handle_mouse_msg(None, {"type": "wheel", "deltaY": -120, "dataX": 100, "dataY": 100}, None)
+    browser_event(app, {"type": "wheel", "deltaY": -120, "dataX": 100, "dataY": 100})
     assert app.view_settings.zoom == 2
     start = app.view_settings.centre
     for kind, x in (("mousedown", 100), ("mouseup", 60)):
-        app.key_events._handle_mouse_msg(None, {"type": kind, "dataX": x, "dataY": 100}, None)
+        browser_event(app, {"type": kind, "dataX": x, "dataY": 100})
     assert app.view_settings.centre[1] > start[1]  # dragged left: the view moved right
+    browser_event(app, {"type": "dblclick", "dataX": 100, "dataY": 100})
+    assert app.view_settings.zoom == 4
     key(app, "o")
     assert app.outline.value is True and "outline" in app.panel_titles.value
     app.opacity.value = 0.9
@@ -413,6 +421,34 @@ def test_error_box_shows_a_failure_and_clears_on_the_next_success(example_data, 
     monkeypatch.setattr(strict, "show", lambda name: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         strict.slider.value = 4  # traitlets observers propagate; Button.click's dispatcher would only log
+
+
+def test_picture_widget_passes_browser_events_on():
+    picture = ReviewImage(sent_keys=["a"], value=b"png")
+    seen = []
+    picture.on_event(seen.append)
+    events = [{"type": "keydown", "key": "a"}, {"type": "wheel", "deltaY": 3.0, "dataX": 1.5, "dataY": 2.0}]
+    for event in events:
+        picture._handle_msg({"content": {"data": {"method": "custom", "content": event}}, "buffers": []})
+    command = {"id": "1", "kind": "anywidget-command", "name": "x", "msg": {}}  # anywidget's own protocol
+    picture._handle_msg({"content": {"data": {"method": "custom", "content": command}}, "buffers": []})
+    assert seen == events
+    assert picture.get_state()["sent_keys"] == ["a"] and "review-image" in picture._esm
+
+
+def test_the_picture_sends_exactly_the_review_keys(app):
+    assert app.image.sent_keys == list(review.KEYS)
+    assert app.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_error_in_a_picture_event_goes_to_the_red_box(example_data, report, tmp_path, monkeypatch):
+    app = ReviewApp(example_data, report, tmp_path / "v.jsonl")
+    monkeypatch.setattr(app, "step", lambda delta: 1 / 0)
+    key(app, "j")
+    assert len(app.errors) == 1 and "ZeroDivisionError" in app.errors[0] and "ZeroDivisionError" in app.error_box.value
+    monkeypatch.undo()
+    key(app, "j")
+    assert app.current == "1" and app.error_box.value == ""
 
 
 def test_export_csv_from_the_app(app):
