@@ -163,7 +163,7 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
     given = np.take_along_axis(merged, np.where(labelled, mask, 0)[..., None].astype(np.intp), -1)[..., 0]
     doubt = np.where(labelled, 1.0 - given, 0.0)  # the model's probability that the given label is wrong
     disagreement = np.zeros(mask.shape, np.uint8)
-    per_class, totals = {}, dict.fromkeys(KINDS, 0)
+    per_class, kinds_of = {}, {}
     for index in range(1, len(classes)):
         if not stated[index]:
             per_class[classes[index]] = {"annotated": False}
@@ -172,20 +172,18 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
         disagreement = np.maximum(disagreement, kinds)
         labelled_px = int(np.count_nonzero(mask == index))
         predicted_px = int(np.count_nonzero((prediction == index) & labelled))
-        size = labelled_px + predicted_px
-        pixels = {kind: int(np.count_nonzero(kinds == 1 + k)) for k, kind in enumerate(KINDS)}
+        in_doubt = np.bincount(kinds.ravel(), weights=doubt.ravel(), minlength=1 + len(KINDS))[1:]
         per_class[classes[index]] = {
             "annotated": True, "labelled_px": labelled_px, "predicted_px": predicted_px,
-            "score": round(1.0 - float(doubt[kinds > 0].sum()) / size, 4) if size else 1.0,
-            "disagreement_px": pixels}
-        for kind in KINDS:
-            totals[kind] += pixels[kind]
-    scores = [entry["score"] for entry in per_class.values() if entry["annotated"]]
-    if not scores:
-        kind = "not annotated"
-    else:
-        kind = max(KINDS, key=totals.get) if any(totals.values()) else "none"
-    return {"score": min(scores, default=1.0), "kind": kind, "classes": per_class}, prediction, disagreement
+            "score": round(1.0 - float(in_doubt.sum()) / (labelled_px + predicted_px), 4) if labelled_px + predicted_px else 1.0,
+            "disagreement_px": {kind: int(np.count_nonzero(kinds == 1 + k)) for k, kind in enumerate(KINDS)}}
+        kinds_of[classes[index]] = in_doubt
+    if not kinds_of:
+        return {"score": 1.0, "kind": "not annotated", "classes": per_class}, prediction, disagreement
+    worst = min(kinds_of, key=lambda name: per_class[name]["score"])
+    # the example's kind: what weighs most in the doubt of the class that sets its score
+    kind = KINDS[int(np.argmax(kinds_of[worst]))] if kinds_of[worst].any() else "none"
+    return {"score": per_class[worst]["score"], "kind": kind, "classes": per_class}, prediction, disagreement
 
 
 # ---------------------------------------------------------------- ranking a dataset
