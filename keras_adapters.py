@@ -50,7 +50,10 @@ def loader_dataset(loader, split="train", epochs=None, prefetch=None, ready_time
             yield batch
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=(images, labels))
-    dataset = dataset.map(lambda x, y: expand_batch(x, y, loader.n_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    # A sequential map: training runs with op determinism on (fit.seed_everything), under which tf.data rewrites
+    # a parallel map into a sequential one anyway, logging "E0000 ... NodeDef mentions attribute
+    # use_unbounded_threadpool" as it does. The prefetch below still overlaps it with the model's step.
+    dataset = dataset.map(lambda x, y: expand_batch(x, y, loader.n_classes))
     return dataset.prefetch(tf.data.AUTOTUNE if prefetch is None else prefetch)
 
 

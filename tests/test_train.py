@@ -1,5 +1,6 @@
 """Short real training runs: the fit loop, the model on any size and channels, distribution, reproducibility."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -130,6 +131,8 @@ def test_two_runs_in_new_processes_give_identical_scores(tiny_data, tmp_path):
                                  "--epochs", "2", "--crop", "None", "--passes-per-epoch", "1"],
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
+        # nothing on the console a user could read as an error (TensorFlow's C++ log lines, CUDA probing)
+        assert not re.search(r"[EW]0000|cuInit|CUDA|NodeDef", result.stdout + result.stderr), result.stderr[-3000:]
         metrics = json.loads((out / "metrics.json").read_text())
         scores.append((metrics["dice"], metrics["training"]["best_val_loss"]))
     assert scores[0] == scores[1]
