@@ -34,7 +34,7 @@ TRAINING = {"epochs": 40, "patience": 10}
 KINDS = ("missing structure", "extra structure", "wrong class", "boundary")  # what a disagreement looks like
 TOLERANCE_PX = 1.0  # disagreement this close to a mask's class edge is outline noise, not a label problem
 WHOLE_SHARE = 0.5  # a structure whose middle the other side covers less than this share of disagrees as a whole
-FLAG_BELOW = 0.9  # examples scoring below this get a picture (and `flagged`)
+FLAG_BELOW = 0.9  # examples with a class scoring below this get a picture (and `flagged`)
 PLANTED_ERRORS = ("erased structure", "relabelled structure", "dilated mask", "lowest structures deleted")
 DILATION_PX = 3  # a planted "dilated mask" grows every structure this far into the background
 LOWEST_STRUCTURES = 3  # a planted "lowest structures deleted" removes this many
@@ -148,14 +148,33 @@ def class_disagreement(mask, prediction, labelled, index: int, tolerance: float 
     return kinds
 
 
-def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_labels: bool):
-    """(entry, compared prediction, disagreement map) of one example. entry: score (0..1, low = likely wrong:
-    the worst annotated class's), kind, per-class figures. The prediction is the argmax once not-annotated
-    classes are merged into background; the map is 0 where nothing disagrees, else 1 + the kind's position.
+def label_quality(mask: np.ndarray, merged: np.ndarray) -> float:
+    """cleanlab's label quality score of one mask (softmin of the model's probability for each given label, at
+    cleanlab's default temperature; 0..1, low = likely wrong), over its labelled pixels only: ignore pixels are
+    left out by scoring the labelled ones as one row of pixels."""
+    from cleanlab.segmentation.rank import get_label_quality_scores  # here: scoring hand-made arrays needs none
 
-    A class scores 1 - (the model's probability against the given label, summed over the disagreeing pixels)
-    / (its labelled + its predicted pixels): Dice (1 - disagreeing / (labelled + predicted)) with each
-    disagreeing pixel weighted by how sure the model is, and outline noise left out."""
+    labelled = mask != IGNORE_INDEX
+    if not labelled.any():
+        return 1.0
+    labels = mask[labelled][None, None, :].astype(np.int64)               # (1, 1, P)
+    probabilities = np.moveaxis(merged[labelled], -1, 0)[None, :, None, :]  # (1, K, 1, P)
+    scores, _ = get_label_quality_scores(labels, probabilities, method="softmin", verbose=False)
+    return float(scores[0])
+
+
+def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_labels: bool):
+    """(entry, compared prediction, disagreement map) of one example. entry: score (cleanlab's label quality,
+    `label_quality`: what the ranking sorts by), flagged, kind, per-class figures. The prediction is the argmax
+    once not-annotated classes are merged into background; the map is 0 where nothing disagrees, else 1 + the
+    kind's position.
+
+    Each annotated class also gets its own score, which says where and how much: 1 - (the model's probability
+    against the given label, summed over the disagreeing pixels) / (its labelled + its predicted pixels): Dice
+    (1 - disagreeing / (labelled + predicted)) with each disagreeing pixel weighted by how sure the model is, and
+    outline noise left out. The example is flagged (a picture is drawn) when its worst class scores below
+    FLAG_BELOW, and its kind is what weighs most in that class's doubt. docs/label_issues.md compares the two
+    scores as rankings: cleanlab's put planted errors first more often."""
     stated = annotated(mask, len(classes), partial_labels)
     merged = merge_unannotated(probabilities, stated)
     prediction = predict.labels_from_probabilities(merged)
@@ -178,12 +197,14 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
             "score": round(1.0 - float(in_doubt.sum()) / (labelled_px + predicted_px), 4) if labelled_px + predicted_px else 1.0,
             "disagreement_px": {kind: int(np.count_nonzero(kinds == 1 + k)) for k, kind in enumerate(KINDS)}}
         kinds_of[classes[index]] = in_doubt
+    score = round(label_quality(mask, merged), 4)
     if not kinds_of:
-        return {"score": 1.0, "kind": "not annotated", "classes": per_class}, prediction, disagreement
+        entry = {"score": score, "flagged": False, "kind": "not annotated", "classes": per_class}
+        return entry, prediction, disagreement
     worst = min(kinds_of, key=lambda name: per_class[name]["score"])
-    # the example's kind: what weighs most in the doubt of the class that sets its score
     kind = KINDS[int(np.argmax(kinds_of[worst]))] if kinds_of[worst].any() else "none"
-    return {"score": per_class[worst]["score"], "kind": kind, "classes": per_class}, prediction, disagreement
+    entry = {"score": score, "flagged": per_class[worst]["score"] < FLAG_BELOW, "kind": kind, "classes": per_class}
+    return entry, prediction, disagreement
 
 
 # ---------------------------------------------------------------- ranking a dataset
@@ -192,8 +213,8 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
 def find_label_issues(data_dir, out_dir, folds: int = FOLDS, config: TrainConfig | None = None,
                       planted: dict | None = None, progress: bool = True) -> dict:
     """Train `folds` models, score every example out-of-fold and write into out_dir: label_issues.json (worst
-    first), predictions/<name>.npy (each out-of-fold label map, uint8) and, for examples scoring below
-    FLAG_BELOW, pictures/<name>.png (the disagreement picture at the image's size, the review UI's panel) and
+    first), predictions/<name>.npy (each out-of-fold label map, uint8) and, for flagged examples (a class
+    scoring below FLAG_BELOW), pictures/<name>.png (the disagreement picture at the image's size, the review UI's panel) and
     pictures/<name>.sheet.png (mask | prediction | differences). Returns the report.
     planted: {name: error} of errors planted in data_dir (`planted_copy`): the report says where they rank.
 
@@ -229,14 +250,14 @@ def find_label_issues(data_dir, out_dir, folds: int = FOLDS, config: TrainConfig
 
 
 def examine(data, name: str, probabilities: np.ndarray, fold: int, folder: Path) -> dict:
-    """Score one example, save its out-of-fold label map and, when it scores below FLAG_BELOW, its pictures;
+    """Score one example, save its out-of-fold label map and, when it is flagged, its pictures;
     returns its entry (without rank)."""
     mask = data.get_mask(name)
     entry, compared, disagreement = score_example(mask, probabilities, data.labels, data.description.partial_labels)
     raw = predict.labels_from_probabilities(probabilities)
     np.save(folder / "predictions" / f"{name}.npy", raw)
-    entry = {"name": name, **entry, "fold": fold, "flagged": entry["score"] < FLAG_BELOW,
-             "prediction": f"predictions/{name}.npy", "picture": None, "sheet": None}
+    entry = {"name": name, **entry, "fold": fold, "prediction": f"predictions/{name}.npy", "picture": None,
+             "sheet": None}
     if entry["flagged"]:
         image = data.get_image(name)
         picture = disagreement_picture(image, mask, disagreement, compared)
@@ -264,7 +285,7 @@ def format_ranking(report: dict, top: int = 10) -> str:
         lines.append(f"{entry['rank']:>4}  {entry['name']:<16}{entry['score']:>7.3f}  {entry['kind']:<18}"
                      f"{worst:<16}{entry['fold']:>4}")
     flagged = sum(entry["flagged"] for entry in report["examples"])
-    lines.append(f"{flagged} of {len(report['examples'])} examples score below {FLAG_BELOW} (pictures/)")
+    lines.append(f"{flagged} of {len(report['examples'])} examples have a class scoring below {FLAG_BELOW} (pictures/)")
     if "planted" in report:
         recall = ", ".join(f"top {k}: {share:.0%}" for k, share in report["planted"]["recall_at_k"].items())
         ranks = ", ".join(f"{name} ({found['error']}) {found['rank']}"
