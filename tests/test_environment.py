@@ -10,7 +10,7 @@ import yaml
 from conftest import PROJECT_DIR
 
 REQUIRED = {"tensorflow-cpu": "2.21.0", "tf-keras": "2.21.0", "segmentation-models": "1.0.1"}
-DIRECT = ["jupyterlab", "ipywidgets", "ipyevents", "cleanlab", "scikit-image", "matplotlib", "nbval", "papermill", "pooch", "pytest",
+DIRECT = ["jupyterlab", "ipywidgets", "anywidget", "cleanlab", "scikit-image", "matplotlib", "nbval", "papermill", "pooch", "pytest",
           "hypothesis", "playwright"]
 
 
