@@ -47,16 +47,11 @@ def out_of_fold(data_dir: Path, folds: int, seed: int) -> tuple[dict, dict, tupl
     return probabilities, masks, data.labels, data.description.partial_labels, float(done.read_text())
 
 
-def scorers(classes, partial: bool) -> dict:
-    """name -> f(mask, softmax) -> score (low = likely wrong)."""
-    def cleanlab(mask, probabilities):
-        return li.score_example(mask, probabilities, classes, partial)[0]["score"]
-
-    def own(mask, probabilities):
-        entry = li.score_example(mask, probabilities, classes, partial)[0]
-        return min((c["score"] for c in entry["classes"].values() if c["annotated"]), default=1.0)
-
-    return {"cleanlab label quality (ranks)": cleanlab, "own worst-class score": own}
+def both_scores(mask, probabilities, classes, partial: bool) -> dict:
+    """{scorer: score (low = likely wrong)} of one mask, from one `score_example` call."""
+    entry = li.score_example(mask, probabilities, classes, partial)[0]
+    own = min((c["score"] for c in entry["classes"].values() if c["annotated"]), default=1.0)
+    return {"cleanlab label quality (ranks)": entry["score"], "own worst-class score": own}
 
 
 def planted_variants(mask: np.ndarray, n_classes: int) -> list[tuple[str, np.ndarray]]:
@@ -82,17 +77,20 @@ def main(argv=None) -> None:
     print(f"{args.data_dir}: {len(names)} examples, {args.folds} folds; out-of-fold maps took {seconds / 60:.1f} min")
     variants = {name: planted_variants(masks[name], len(classes)) for name in names
                 if (masks[name] != IGNORE_INDEX).any()}
-    for label, score in scorers(classes, partial).items():
-        untouched = {name: score(masks[name], probabilities[name]) for name in names}
+    untouched_all = {name: both_scores(masks[name], probabilities[name], classes, partial) for name in names}
+    planted_all = {name: [(error, both_scores(mask, probabilities[name], classes, partial)) for error, mask in planted]
+                   for name, planted in variants.items()}
+    for label in untouched_all[names[0]]:
+        untouched = {name: scores[label] for name, scores in untouched_all.items()}
         order = sorted(names, key=lambda name: (untouched[name], loader.natural_key(name)))
         print(f"\n== {label}\nuntouched, most suspect first: {' '.join(order)}")
         if args.watch:
             print("watched: " + ", ".join(f"{name} rank {order.index(name) + 1}" for name in args.watch if name in order))
         ranks: dict[str, list[int]] = {}
-        for name, planted in variants.items():
+        for name, planted in planted_all.items():
             others = np.array([untouched[other] for other in names if other != name])
-            for error, mask in planted:
-                ranks.setdefault(error, []).append(1 + int(np.sum(others < score(mask, probabilities[name]))))
+            for error, scores in planted:
+                ranks.setdefault(error, []).append(1 + int(np.sum(others < scores[label])))
         print(f"{'planted error':<28}{'n':>4}{'r@1':>7}{'r@3':>7}{'r@5':>7}{'mean rank':>11}")
         for error, found in [*ranks.items(), ("all", [r for found in ranks.values() for r in found])]:
             found = np.array(found)
