@@ -191,11 +191,12 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
         disagreement = np.maximum(disagreement, kinds)
         labelled_px = int(np.count_nonzero(mask == index))
         predicted_px = int(np.count_nonzero((prediction == index) & labelled))
+        pixels = np.bincount(kinds.ravel(), minlength=1 + len(KINDS))[1:]
         in_doubt = np.bincount(kinds.ravel(), weights=doubt.ravel(), minlength=1 + len(KINDS))[1:]
         per_class[classes[index]] = {
             "annotated": True, "labelled_px": labelled_px, "predicted_px": predicted_px,
             "score": round(1.0 - float(in_doubt.sum()) / (labelled_px + predicted_px), 4) if labelled_px + predicted_px else 1.0,
-            "disagreement_px": {kind: int(np.count_nonzero(kinds == 1 + k)) for k, kind in enumerate(KINDS)}}
+            "disagreement_px": {kind: int(count) for kind, count in zip(KINDS, pixels)}}
         kinds_of[classes[index]] = in_doubt
     score = round(label_quality(mask, merged), 4)
     if not kinds_of:
