@@ -55,21 +55,24 @@ def fit_with_checkpoint(model, data, output_dir, epochs: int, patience: int, lr_
     """Fit on the train split (batches as the loader's augmentation makes them), monitor the val loss on whole
     val images, restore the best weights at the end; an epoch is `passes_per_epoch` passes over the train split.
     steps_per_pass: steps of one pass (default: the loader's); workers of a cluster must all take the same number.
+    output_dir None: no checkpoint file is written (the best weights are restored from memory all the same).
 
     Returns the history, the best epoch, the wall time and per-step timings."""
-    # TensorFlow checkpoint format, not .h5: tf-keras's h5 loader fails on MirroredStrategy's batch-norm variables.
-    # Under MultiWorkerMirroredStrategy only the chief keeps it (Keras writes the others' to a temporary folder)
-    checkpoint = Path(output_dir) / "checkpoints" / "best.weights"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     timer = StepTimer()
     callbacks = [
-        tf.keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True,
-                                           save_weights_only=True),
         tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_patience, min_lr=1e-5),
         # restores the best weights from memory: workers other than the chief keep no checkpoint file to load
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         timer,
     ]
+    if output_dir is not None:
+        # TensorFlow checkpoint format, not .h5: tf-keras's h5 loader fails on MirroredStrategy's batch-norm
+        # variables. Under MultiWorkerMirroredStrategy only the chief keeps it (Keras writes the others' to a
+        # temporary folder)
+        checkpoint = Path(output_dir) / "checkpoints" / "best.weights"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        callbacks.insert(0, tf.keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss",
+                                                               save_best_only=True, save_weights_only=True))
     start, ready_times = time.perf_counter(), []
     train, val = fit_inputs(model.distribute_strategy, data, ready_times)
     history = model.fit(train, steps_per_epoch=passes_per_epoch * (steps_per_pass or data.steps_per_epoch("train")),

@@ -68,8 +68,9 @@ def out_of_fold_probabilities(data_dir, config: TrainConfig, folds: int, reports
             print(f"fold {fold + 1}/{folds}: training on {len(data.splits['train'])} examples "
                   f"(val {len(data.splits['val'])}), then predicting {len(names)}", flush=True)
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="label-issues-fold-") as work_dir:  # its checkpoints
-            model, report = train.train_model(data, settings, work_dir)
+        # no checkpoint file: the best weights, restored from memory, are all that predicts (a file per better
+        # epoch wrote 150 MB each time, 11 GB in a run on the 20 example pairs)
+        model, report = train.train_model(data, settings, None)
         for name, probabilities in predict.iter_probabilities(model, data, names, settings.flip_average):
             yield fold, data, name, probabilities
         summary = {"fold": fold, "test": names, "epochs_run": report["epochs_run"],

@@ -117,7 +117,8 @@ def build_model(data: loader.DataLoader, config: TrainConfig, strategy=None):
 def train_model(data: loader.DataLoader, config: TrainConfig, output_dir, strategy=None, verbose: int = 0,
                 steps_per_pass: int | None = None):
     """Seed everything, build and fit; returns (model with the best val-loss weights, fit report).
-    verbose: Keras' fit verbosity (2: a line per epoch); steps_per_pass: see `fit.fit_with_checkpoint`."""
+    output_dir: where the best checkpoint is kept (None: nowhere); verbose: Keras' fit verbosity (2: a line per
+    epoch); steps_per_pass: see `fit.fit_with_checkpoint`."""
     fit.seed_everything(config.seed)
     model = build_model(data, config, strategy)
     report = fit.fit_with_checkpoint(model, data, output_dir, config.epochs, config.patience, config.lr_patience,
