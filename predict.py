@@ -1,5 +1,5 @@
 """Prediction with a trained model: softmax maps and label maps at each image's own size, and the optional
-"largest structure" post-processing. Calls `model.predict`; imports no TensorFlow itself."""
+"largest structure" post-processing. Calls `model.predict_on_batch`; imports no TensorFlow itself."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -20,9 +20,11 @@ def iter_probabilities(model, data, names, flip_average: bool = True, batch_size
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
             images = np.stack([data.get_image(name) for name in chunk])
-            probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+            # predict_on_batch, not predict: the chunk is one batch already, and Keras' predict slices arrays in
+            # a parallel tf.data map that op determinism rewrites, printing an "E0000 ... NodeDef" line
+            probabilities = np.asarray(model.predict_on_batch(images))
             if flip_average:
-                mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
+                mirrored = np.asarray(model.predict_on_batch(images[:, :, ::-1]))
                 probabilities = (probabilities + mirrored[:, :, ::-1]) / 2
             yield from zip(chunk, probabilities.astype(np.float32))
 

@@ -103,7 +103,7 @@ def test_conclusion_is_computed_from_the_metrics():
 class _LeftQuarterModel:
     """Stand-in model: says class 1 (0.8) in the left quarter of every image, background elsewhere."""
 
-    def predict(self, images, batch_size=None, verbose=0):
+    def predict_on_batch(self, images):
         probs = np.zeros((*images.shape[:3], 3), np.float32)
         probs[..., 0], probs[..., 1] = 0.9, 0.1
         probs[:, :, : images.shape[2] // 4] = (0.2, 0.8, 0.0)

@@ -73,6 +73,8 @@ def test_model_takes_any_size_channels_and_classes():
     images = np.random.default_rng(0).random((2, 50, 70, 3), dtype=np.float32)
     probabilities = model.predict(images, verbose=0)
     assert probabilities.shape == (2, 50, 70, 5)
+    # predict.iter_probabilities calls predict_on_batch on chunks of one batch: the same maps, to the bit
+    np.testing.assert_array_equal(np.asarray(model.predict_on_batch(images)), probabilities)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
     targets = np.zeros((2, 40, 56, 5), np.float32)
     targets[..., 0] = 1.0
@@ -142,7 +144,7 @@ def test_largest_structure_auto_is_decided_on_the_val_split(tiny_data):
     data = loader.DataLoader(tiny_data, batch_size=2)
 
     class Says:  # a stand-in model whose val predictions have one structure and a distant speck
-        def predict(self, images, batch_size=None, verbose=0):
+        def predict_on_batch(self, images):
             probabilities = np.zeros((*images.shape[:3], data.n_classes), np.float32)
             probabilities[..., 0] = 1
             probabilities[:, :10, :10] = np.eye(data.n_classes)[1]
