@@ -35,6 +35,30 @@ class StepTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+class EpochBar(tf.keras.callbacks.Callback):
+    """A tqdm progress bar over the epochs, with the last train and val loss and the time left at the pace so far.
+
+    tqdm's own `tqdm.keras.TqdmCallback` derives from Keras 3's Callback (it imports `keras`), not from tf-keras'
+    that segmentation_models' models use, so this drives a tqdm bar from a tf-keras callback instead."""
+
+    def __init__(self, description: str, epochs: int):
+        super().__init__()
+        self.description, self.epochs = description, epochs
+
+    def on_train_begin(self, logs=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.epochs, desc=self.description, unit="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        losses = {key: f"{value:.4f}" for key, value in (logs or {}).items() if key in ("loss", "val_loss")}
+        self.bar.set_postfix(losses, refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()  # early stopping ends it before `epochs`: the bar says how many ran
+
+
 def fit_inputs(strategy, data, ready_times=None):
     """(train, val) inputs for `model.fit`: the loader's datasets. Under MultiWorkerMirroredStrategy each worker's
     loader already holds its shard of train in one replica's batches, so they go to `tf.distribute` as they are,
@@ -51,11 +75,13 @@ def fit_inputs(strategy, data, ready_times=None):
 
 
 def fit_with_checkpoint(model, data, output_dir, epochs: int, patience: int, lr_patience: int,
-                        passes_per_epoch: int = 1, verbose: int = 0, steps_per_pass: int | None = None) -> dict:
+                        passes_per_epoch: int = 1, verbose: int = 0, steps_per_pass: int | None = None,
+                        progress: str | None = None) -> dict:
     """Fit on the train split (batches as the loader's augmentation makes them), monitor the val loss on whole
     val images, restore the best weights at the end; an epoch is `passes_per_epoch` passes over the train split.
     steps_per_pass: steps of one pass (default: the loader's); workers of a cluster must all take the same number.
     output_dir None: no checkpoint file is written (the best weights are restored from memory all the same).
+    progress: a progress bar over the epochs, with this description (None: none).
 
     Returns the history, the best epoch, the wall time and per-step timings."""
     timer = StepTimer()
@@ -65,6 +91,8 @@ def fit_with_checkpoint(model, data, output_dir, epochs: int, patience: int, lr_
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         timer,
     ]
+    if progress is not None:
+        callbacks.append(EpochBar(progress, epochs))
     if output_dir is not None:
         # TensorFlow checkpoint format, not .h5: tf-keras's h5 loader fails on MirroredStrategy's batch-norm
         # variables. Under MultiWorkerMirroredStrategy only the chief keeps it (Keras writes the others' to a

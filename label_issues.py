@@ -70,7 +70,8 @@ def out_of_fold_probabilities(data_dir, config: TrainConfig, folds: int, reports
         start = time.perf_counter()
         # no checkpoint file: the best weights, restored from memory, are all that predicts (a file per better
         # epoch wrote 150 MB each time, 11 GB in a run on the 20 example pairs)
-        model, report = train.train_model(data, settings, None)
+        bar = f"fold {fold + 1}/{folds}" if progress else None
+        model, report = train.train_model(data, settings, None, progress=bar)
         for name, probabilities in predict.iter_probabilities(model, data, names, settings.flip_average):
             yield fold, data, name, probabilities
         summary = {"fold": fold, "test": names, "epochs_run": report["epochs_run"],

@@ -115,14 +115,14 @@ def build_model(data: loader.DataLoader, config: TrainConfig, strategy=None):
 
 
 def train_model(data: loader.DataLoader, config: TrainConfig, output_dir, strategy=None, verbose: int = 0,
-                steps_per_pass: int | None = None):
+                steps_per_pass: int | None = None, progress: str | None = None):
     """Seed everything, build and fit; returns (model with the best val-loss weights, fit report).
     output_dir: where the best checkpoint is kept (None: nowhere); verbose: Keras' fit verbosity (2: a line per
-    epoch); steps_per_pass: see `fit.fit_with_checkpoint`."""
+    epoch); steps_per_pass: see `fit.fit_with_checkpoint`; progress: a progress bar over the epochs, described so."""
     fit.seed_everything(config.seed)
     model = build_model(data, config, strategy)
     report = fit.fit_with_checkpoint(model, data, output_dir, config.epochs, config.patience, config.lr_patience,
-                                     config.passes_per_epoch, verbose, steps_per_pass)
+                                     config.passes_per_epoch, verbose, steps_per_pass, progress)
     return model, report
 
 
