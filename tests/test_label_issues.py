@@ -1,11 +1,13 @@
 """label_issues: scoring and kinds on hand-made arrays (missing, extra, wrong class, boundary, ignore, partial
-labels), planted errors, the ranking's files; slow: real out-of-fold training ranks planted errors on top."""
+labels), planted errors, the ranking's files; slow: the command on datasets of other layouts, classes and sizes,
+and real out-of-fold training ranking planted errors on top."""
 import json
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic import IGNORE_INDEX, write_blobs, write_dataset_json
+from synthetic import IGNORE_INDEX, write_blobs, write_dataset_json, write_layout
 
 import label_issues as li
 import loader
@@ -334,7 +336,32 @@ def test_cli_refuses_too_many_or_too_few_folds(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_real_out_of_fold_training_ranks_planted_errors_on_top_of_data_nothing_was_tuned_on(tmp_path):
+@pytest.mark.parametrize("layout", ["rgb_ignore", "mixed_sizes"])
+def test_the_command_ranks_datasets_of_other_layouts_classes_and_sizes(layout, tmp_path, capsys):
+    """RGB street-like scenes with 11 classes and ignore in own folder names; gray images of mixed sizes:
+    `run.py label-issues` trains (one short epoch a fold, a progress bar each) and ranks every example, each
+    out-of-fold map at its image's size. (Reading the other layouts is the loader's job, tested there.)"""
+    root = write_layout(tmp_path / layout, layout, n=12)
+    out = tmp_path / "out"
+    assert run.main(["label-issues", str(root), "--out", str(out), "--folds", "2", "--epochs", "1"]) == 0
+    printed = capsys.readouterr()
+    assert f"done: label_issues.json, pictures/ and predictions/ are in {out}/" in printed.out
+    assert re.search(r"fold 2/2: 100%.*1/1 \[", printed.err), printed.err[-2000:]
+    report = json.loads((out / "label_issues.json").read_text())
+    data = loader.DataLoader(root)
+    assert report["labels"] == list(data.labels)
+    assert sorted(e["name"] for e in report["examples"]) == sorted(data.names)
+    assert [e["rank"] for e in report["examples"]] == list(range(1, 13))
+    assert [e["score"] for e in report["examples"]] == sorted(e["score"] for e in report["examples"])
+    for entry in report["examples"]:
+        prediction = np.load(out / entry["prediction"])
+        assert prediction.shape == data.get_mask(entry["name"]).shape and prediction.max() < data.n_classes
+        if entry["picture"]:
+            assert np.asarray(Image.open(out / entry["picture"])).shape == (*prediction.shape, 3)
+
+
+@pytest.mark.slow
+def test_real_out_of_fold_training_ranks_planted_errors_on_top_of_data_nothing_was_tuned_on(tmp_path, capfd):
     """Two folds of the real UNet (short training) on generated scenes of round structures: the four planted
     errors (one of each kind) rank at the top of label_issues.json."""
     root = write_blobs(tmp_path / "blobs", n=16)
@@ -345,3 +372,6 @@ def test_real_out_of_fold_training_ranks_planted_errors_on_top_of_data_nothing_w
     ranks = {name: found["rank"] for name, found in report["planted"]["examples"].items()}
     assert sorted(ranks.values())[:3] == [1, 2, 3] and max(ranks.values()) <= 6, ranks  # measured: 1, 2, 3, 4
     assert all(entry["flagged"] for entry in report["examples"] if entry["name"] in planted)
+    # nothing on the console a user could read as an error (TensorFlow's C++ log lines)
+    printed = capfd.readouterr()
+    assert not re.search(r"[EW]0000|NodeDef", printed.out + printed.err), printed.err[-3000:]
