@@ -150,24 +150,33 @@ def class_disagreement(mask, prediction, labelled, index: int, tolerance: float 
     return kinds
 
 
-def label_quality(mask: np.ndarray, merged: np.ndarray) -> float:
-    """cleanlab's label quality score of one mask (softmin of the model's probability for each given label, at
-    cleanlab's default temperature; 0..1, low = likely wrong), over its labelled pixels only: ignore pixels are
-    left out by scoring the labelled ones as one row of pixels."""
+def label_quality(mask: np.ndarray, merged: np.ndarray) -> tuple[float, float]:
+    """cleanlab's two label quality measures of one mask, over its labelled pixels (ignore pixels are left out by
+    scoring the labelled ones as one row of pixels): (softmin, mislabelled share).
+
+    - softmin: the model's probability of each given label, pooled by a soft minimum (`method="softmin"` at
+      cleanlab's default temperature; 0..1, low = likely wrong): a few confidently contradicted pixels pull it down.
+    - mislabelled share: the share of the labelled pixels that cleanlab's confident learning finds mislabelled
+      (`method="num_pixel_issues"`): a pixel counts when the model gives another class more than that class's
+      typical confidence on its own pixels (thresholds per class, from this mask's pixels), so a class the model
+      is never sure of still shows its errors.
+    Each finds errors the other misses (docs/label_issues.md); `ranked` orders by the more suspicious of the two."""
     from cleanlab.segmentation.rank import get_label_quality_scores  # here: scoring hand-made arrays needs none
 
     labelled = mask != IGNORE_INDEX
     if not labelled.any():
-        return 1.0
+        return 1.0, 0.0
     labels = mask[labelled][None, None, :].astype(np.int64)               # (1, 1, P)
     probabilities = np.moveaxis(merged[labelled], -1, 0)[None, :, None, :]  # (1, K, 1, P)
-    scores, _ = get_label_quality_scores(labels, probabilities, method="softmin", verbose=False)
-    return float(scores[0])
+    softmin, _ = get_label_quality_scores(labels, probabilities, method="softmin", verbose=False)
+    # n_jobs=1: one mask's pixels are quick, and cleanlab's default forks a pool inside a TensorFlow process
+    issues, _ = get_label_quality_scores(labels, probabilities, method="num_pixel_issues", verbose=False, n_jobs=1)
+    return float(softmin[0]), 1.0 - float(issues[0])
 
 
 def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_labels: bool):
-    """(entry, compared prediction, disagreement map) of one example. entry: score (cleanlab's label quality,
-    `label_quality`: what the ranking sorts by), flagged, kind, per-class figures. The prediction is the argmax
+    """(entry, compared prediction, disagreement map) of one example. entry: softmin and mislabelled_share
+    (cleanlab's label quality, `label_quality`: what the ranking orders by), flagged, kind, per-class figures. The prediction is the argmax
     once not-annotated classes are merged into background; the map is 0 where nothing disagrees, else 1 + the
     kind's position.
 
@@ -175,7 +184,7 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
     against the given label, summed over the disagreeing pixels) / (its labelled + its predicted pixels): Dice
     (1 - disagreeing / (labelled + predicted)) with each disagreeing pixel weighted by how sure the model is, and
     outline noise left out. The example is flagged (a picture is drawn) when its worst class scores below
-    FLAG_BELOW, and its kind is what weighs most in that class's doubt. docs/label_issues.md compares the two
+    FLAG_BELOW, and its kind is what weighs most in that class's doubt. docs/label_issues.md compares the
     scores as rankings: cleanlab's put planted errors first more often."""
     stated = annotated(mask, len(classes), partial_labels)
     merged = merge_unannotated(probabilities, stated)
@@ -200,13 +209,14 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
             "score": round(1.0 - float(in_doubt.sum()) / (labelled_px + predicted_px), 4) if labelled_px + predicted_px else 1.0,
             "disagreement_px": {kind: int(count) for kind, count in zip(KINDS, pixels)}}
         kinds_of[classes[index]] = in_doubt
-    score = round(label_quality(mask, merged), 4)
+    softmin, share = label_quality(mask, merged)
+    quality = {"softmin": round(softmin, 4), "mislabelled_share": round(share, 5)}
     if not kinds_of:
-        entry = {"score": score, "flagged": False, "kind": "not annotated", "classes": per_class}
+        entry = {**quality, "flagged": False, "kind": "not annotated", "classes": per_class}
         return entry, prediction, disagreement
     worst = min(kinds_of, key=lambda name: per_class[name]["score"])
     kind = KINDS[int(np.argmax(kinds_of[worst]))] if kinds_of[worst].any() else "none"
-    entry = {"score": score, "flagged": per_class[worst]["score"] < FLAG_BELOW, "kind": kind, "classes": per_class}
+    entry = {**quality, "flagged": per_class[worst]["score"] < FLAG_BELOW, "kind": kind, "classes": per_class}
     return entry, prediction, disagreement
 
 
@@ -265,28 +275,49 @@ def examine(data, name: str, probabilities: np.ndarray, fold: int, folder: Path)
         image = data.get_image(name)
         picture = disagreement_picture(image, mask, disagreement, compared)
         Image.fromarray(picture).save(folder / "pictures" / f"{name}.png")
-        sheet = disagreement_sheet(image, mask, raw, picture, f"{name}: score {entry['score']:.3f}, {entry['kind']}",
-                                   data.labels)
+        title = f"{name}: {entry['kind']}; {entry['mislabelled_share']:.1%} of its pixels look mislabelled"
+        sheet = disagreement_sheet(image, mask, raw, picture, title, data.labels)
         sheet.savefig(folder / "pictures" / f"{name}.sheet.png", dpi=100)
         entry.update(picture=f"pictures/{name}.png", sheet=f"pictures/{name}.sheet.png")
     return entry
 
 
+def suspicion(softmin, mislabelled_share) -> list[tuple[float, float]]:
+    """Per example, (score, tie-break): where it stands among these examples by the more suspicious of cleanlab's
+    two measures (`label_quality`). Each measure ranks the examples (ties share a place); an example's place
+    in a ranking is 0 for the most suspect to 1 for the least; score = the lower of its two places (0: the most
+    suspect of all by at least one measure), ties broken by the sum of both. On every dataset measured this
+    ranks planted errors nearly as well as the better of the two measures there, which differs from dataset
+    to dataset (docs/label_issues.md)."""
+    from scipy.stats import rankdata
+
+    n = len(softmin)
+    if n < 2:
+        return [(1.0, 2.0)] * n
+    places = [(rankdata(values) - 1) / (n - 1) for values in (softmin, -np.asarray(mislabelled_share))]
+    return [(float(min(a, b)), float(a + b)) for a, b in zip(*places)]
+
+
 def ranked(entries: list[dict]) -> list[dict]:
-    """The entries worst first (lowest score; ties in natural name order), each with its rank (1 = most suspect)."""
-    order = sorted(entries, key=lambda entry: (entry["score"], loader.natural_key(entry["name"])))
-    return [{"name": entry["name"], "rank": rank, **{k: v for k, v in entry.items() if k != "name"}}
-            for rank, entry in enumerate(order, 1)]
+    """The entries worst first, each with its rank (1 = most suspect) and score (`suspicion`: 0..1, 0 = the most
+    suspect by one of cleanlab's measures); ties in natural name order."""
+    keys = suspicion([entry["softmin"] for entry in entries], [entry["mislabelled_share"] for entry in entries])
+    order = sorted(zip(keys, entries), key=lambda item: (*item[0], loader.natural_key(item[1]["name"])))
+    return [{"name": entry["name"], "rank": rank, "score": round(key[0], 4),
+             **{k: v for k, v in entry.items() if k != "name"}}
+            for rank, (key, entry) in enumerate(order, 1)]
 
 
 def format_ranking(report: dict, top: int = 10) -> str:
-    """A text table of the `top` most suspect examples: rank, name, score, kind, worst class, fold."""
-    lines = [f"{'rank':>4}  {'example':<16}{'score':>7}  {'kind':<18}{'worst class':<16}{'fold':>4}"]
+    """A text table of the `top` most suspect examples: rank, name, score, cleanlab's two measures, kind, worst
+    class, fold."""
+    lines = [f"{'rank':>4}  {'example':<16}{'score':>6}{'softmin':>9}{'mislabelled':>13}  {'kind':<18}"
+             f"{'worst class':<16}{'fold':>4}"]
     for entry in report["examples"][:top]:
         scored = {name: c["score"] for name, c in entry["classes"].items() if c["annotated"]}
         worst = min(scored, key=scored.get) if scored else "-"
-        lines.append(f"{entry['rank']:>4}  {entry['name']:<16}{entry['score']:>7.3f}  {entry['kind']:<18}"
-                     f"{worst:<16}{entry['fold']:>4}")
+        lines.append(f"{entry['rank']:>4}  {entry['name']:<16}{entry['score']:>6.3f}{entry['softmin']:>9.3f}"
+                     f"{entry['mislabelled_share']:>13.2%}  {entry['kind']:<18}{worst:<16}{entry['fold']:>4}")
     flagged = sum(entry["flagged"] for entry in report["examples"])
     lines.append(f"{flagged} of {len(report['examples'])} examples have a class scoring below {FLAG_BELOW} (pictures/)")
     if "planted" in report:

@@ -51,7 +51,8 @@ def worst_class(entry) -> float:
 def test_a_mask_the_model_agrees_with_scores_near_one_and_kind_none():
     entry, disagreement = score(spine(), spine())
     assert entry["kind"] == "none" and not disagreement.any() and not entry["flagged"]
-    assert entry["score"] == pytest.approx(0.96, abs=1e-3)  # cleanlab: every given label at the model's 0.96
+    assert entry["softmin"] == pytest.approx(0.96, abs=1e-3)  # cleanlab: every given label at the model's 0.96
+    assert entry["mislabelled_share"] == 0
     assert worst_class(entry) > 0.99 and entry["classes"]["disc"]["disagreement_px"] == dict.fromkeys(li.KINDS, 0)
 
 
@@ -66,7 +67,8 @@ def test_a_structure_the_model_sees_and_the_mask_lacks_is_a_missing_structure():
     assert (disagreement[14:18, 20:36] == 1 + li.KINDS.index("missing structure")).all()
     # Dice 1 - 64 / (128 + 192), each of the 64 pixels weighted by the model's 0.98 against "background"
     assert entry["classes"]["disc"]["score"] == pytest.approx(1 - 0.98 * 64 / (128 + 192), abs=1e-3)
-    assert entry["flagged"] and entry["score"] < 0.1  # cleanlab's softmin: the 64 doubted pixels dominate
+    assert entry["flagged"] and entry["softmin"] < 0.1  # cleanlab's softmin: the 64 doubted pixels dominate
+    assert entry["mislabelled_share"] == pytest.approx(64 / 64**2, abs=1e-5)  # exactly the erased pixels
 
 
 def test_a_labelled_structure_the_model_does_not_see_is_an_extra_structure():
@@ -97,7 +99,8 @@ def test_a_mask_drawn_a_few_pixels_too_large_is_a_boundary_problem_and_one_pixel
     assert entry["classes"]["vertebra"]["disagreement_px"]["boundary"] > 0
     loose, _ = score(one, truth)
     assert loose["kind"] == "none" and worst_class(loose) > 0.99  # within TOLERANCE_PX of the mask's edges
-    assert not loose["flagged"] and loose["score"] > entry["score"]
+    assert not loose["flagged"] and loose["softmin"] > entry["softmin"]
+    assert loose["mislabelled_share"] < entry["mislabelled_share"]
     assert score(truth, three)[0]["kind"] == "boundary"  # drawn too small: the same kind
 
 
@@ -107,7 +110,7 @@ def test_ignore_pixels_count_nowhere():
     erased[14:18] = IGNORE_INDEX  # the disc the mask leaves out is "no label here", not background
     entry, disagreement = score(erased, truth)
     assert entry["kind"] == "none" and not entry["flagged"] and not disagreement.any()
-    assert entry["score"] == pytest.approx(0.96, abs=1e-3)
+    assert entry["softmin"] == pytest.approx(0.96, abs=1e-3) and entry["mislabelled_share"] == 0
     assert entry["classes"]["disc"]["labelled_px"] == 2 * 16 * 4
 
 
@@ -115,10 +118,11 @@ def test_partial_labels_a_class_the_mask_does_not_contain_is_not_disagreement():
     truth = spine()
     discs_only = np.where(truth == 2, 0, truth).astype(np.uint8)
     partial, _ = score(discs_only, truth, partial=True)
-    assert partial["kind"] == "none" and not partial["flagged"] and partial["score"] >= 0.96 - 1e-3
+    assert partial["kind"] == "none" and not partial["flagged"] and partial["softmin"] >= 0.96 - 1e-3
+    assert partial["mislabelled_share"] == 0
     assert partial["classes"]["vertebra"] == {"annotated": False}
     full, _ = score(discs_only, truth, partial=False)  # without partial labels the vertebrae are missing
-    assert full["kind"] == "missing structure" and full["score"] < 0.2
+    assert full["kind"] == "missing structure" and full["softmin"] < 0.2 and full["mislabelled_share"] > 0.1
 
 
 def test_partial_labels_still_find_an_erased_structure_of_a_class_the_mask_labels_elsewhere():
@@ -132,7 +136,7 @@ def test_partial_labels_still_find_an_erased_structure_of_a_class_the_mask_label
 
 def test_an_empty_partial_mask_is_not_annotated_and_not_doubted():
     entry, _ = score(np.zeros((64, 64), np.uint8), spine(), partial=True)
-    assert entry == {"score": 1.0, "flagged": False, "kind": "not annotated",
+    assert entry == {"softmin": 1.0, "mislabelled_share": 0.0, "flagged": False, "kind": "not annotated",
                      "classes": {"disc": {"annotated": False}, "vertebra": {"annotated": False}}}
 
 
@@ -140,9 +144,35 @@ def test_a_doubtful_model_doubts_less():
     truth = spine()
     erased = truth.copy()
     erased[14:18] = 0
-    sure = li.score_example(erased, confident(truth, sure=0.96), CLASSES, False)[0]["score"]
-    unsure = li.score_example(erased, confident(truth, sure=0.6), CLASSES, False)[0]["score"]
+    sure = li.score_example(erased, confident(truth, sure=0.96), CLASSES, False)[0]["softmin"]
+    unsure = li.score_example(erased, confident(truth, sure=0.6), CLASSES, False)[0]["softmin"]
     assert sure < unsure < 1
+
+
+def test_the_mislabelled_share_finds_an_error_in_a_class_the_model_is_never_sure_of():
+    """The model says disc at 0.55 wherever there is one (background 0.45): softmin barely tells the mask with a
+    disc erased from the true one, the mislabelled share (per-class thresholds) counts exactly the erased disc."""
+    truth = spine()
+    model_says = confident(truth)
+    discs = truth == 1
+    model_says[discs] = (0.45, 0.55, 0.0)
+    erased = truth.copy()
+    erased[14:18] = 0
+    clean = li.score_example(truth, model_says, CLASSES, False)[0]
+    wrong = li.score_example(erased, model_says, CLASSES, False)[0]
+    assert clean["mislabelled_share"] == 0 and wrong["mislabelled_share"] == pytest.approx(64 / 64**2, abs=1e-5)
+    assert clean["softmin"] - wrong["softmin"] < 0.15 * clean["softmin"]
+
+
+def test_suspicion_ranks_by_the_more_suspicious_measure_ties_by_both():
+    # softmin places: 0, 0.5, 1; mislabelled share places: 0.75, 0, 0.75 (the second example has the most)
+    keys = li.suspicion([0.1, 0.5, 0.9], [0.0, 0.3, 0.0])
+    assert keys == [(0.0, 0.75), (0.0, 0.5), (0.75, 1.75)]
+    entries = [{"name": name, "softmin": s, "mislabelled_share": m}
+               for name, s, m in (("a", 0.1, 0.0), ("b", 0.5, 0.3), ("c", 0.9, 0.0))]
+    assert [(e["name"], e["rank"], e["score"]) for e in li.ranked(entries)] == [("b", 1, 0.0), ("a", 2, 0.0),
+                                                                                 ("c", 3, 0.75)]
+    assert li.suspicion([0.4], [0.1]) == [(1.0, 2.0)]  # one example: nothing to be more suspect than
 
 
 # ---------------------------------------------------------------- planted errors
@@ -304,7 +334,7 @@ def test_format_ranking_lists_the_most_suspect_first(planted_spines, tmp_path, m
     monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths))
     report = li.find_label_issues(root, tmp_path / "issues", folds=2, progress=False)
     lines = li.format_ranking(report, top=3).splitlines()
-    assert lines[0].split() == ["rank", "example", "score", "kind", "worst", "class", "fold"]
+    assert lines[0].split() == ["rank", "example", "score", "softmin", "mislabelled", "kind", "worst", "class", "fold"]
     assert [line.split()[1] for line in lines[1:4]] == [e["name"] for e in report["examples"][:3]]
     assert lines[-1] == f"4 of 12 examples have a class scoring below {li.FLAG_BELOW} (pictures/)"
 
