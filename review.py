@@ -312,8 +312,9 @@ def describe(entry: dict | None, verdict: dict | None, issue: dict | None = None
             rows.append(f"edge fit {a['score']:.3f}; best alternative {html.escape(str(a['best_alternative']))} "
                         f"{a['alternative_score']:.3f} (margin {a['margin']})")
     if issue:
-        rows.append(f"<b>label issue:</b> rank {issue.get('rank')}, score {issue.get('score', float('nan')):.3f}"
-                    f" {html.escape(str(issue.get('kind', '')))}")
+        share = issue.get("mislabelled_share")
+        looks = f"; {share:.1%} of its labelled pixels look mislabelled" if share is not None else ""
+        rows.append(f"<b>label issue:</b> rank {issue.get('rank')}, {html.escape(str(issue.get('kind', '')))}{looks}")
     if verdict:
         by = f" by {html.escape(verdict['reviewer'])}" if verdict.get("reviewer") else ""
         rows.append(f"<b>verdict:</b> {verdict['verdict']} {html.escape(verdict.get('note', ''))}"

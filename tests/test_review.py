@@ -529,7 +529,8 @@ def test_label_issues_rank_column_sort_filter_and_picture(example_data, report, 
     folder = tmp_path / "issues"
     (folder / "pictures").mkdir(parents=True)
     Image.fromarray(np.full((64, 64, 3), (0, 0, 255), np.uint8)).save(folder / "pictures" / "7.png")
-    examples = [{"name": "7", "rank": 1, "score": 0.1, "kind": "shifted", "picture": "pictures/7.png"},
+    examples = [{"name": "7", "rank": 1, "score": 0.1, "mislabelled_share": 0.042, "kind": "boundary",
+                 "picture": "pictures/7.png"},
                 {"name": "3", "rank": 2, "score": 0.4, "kind": "", "picture": ""}]
     (folder / "label_issues.json").write_text(json.dumps({"examples": examples}))
     app = ReviewApp(example_data, report, tmp_path / "v.jsonl", label_issues=folder / "label_issues.json",
@@ -541,7 +542,8 @@ def test_label_issues_rank_column_sort_filter_and_picture(example_data, report, 
     assert app.order == ["7"] and app.current == "7"
     picture = np.asarray(Image.open(__import__("io").BytesIO(app.image.value)).convert("RGB"))
     assert tuple(panels(picture, 4)[3][5, 5]) == (0, 0, 255)
-    assert "rank 1" in app.panel_titles.value and "label issue" in app.info.value
+    assert "rank 1" in app.panel_titles.value
+    assert "rank 1, boundary; 4.2% of its labelled pixels look mislabelled" in app.info.value
     assert_no_error_shown(app)
 
 
