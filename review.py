@@ -487,7 +487,7 @@ class ReviewApp:
         self._audit_shown_at = 0.0
         self._started = False  # True once the first example is shown
         self._build_widgets()
-        self.order = sort_names(self.names, "name", None, self.verdicts, natural=self.natural)
+        self.order = sort_names(self.names, self.sort_by.value, None, self.verdicts, self.ranks, natural=self.natural)
         self.position = {name: i for i, name in enumerate(self.order)}
         self.current = next((name for name in self.order if name not in self.verdicts), self.order[0])
 
@@ -561,8 +561,10 @@ class ReviewApp:
                                          layout=w.Layout(width="200px"))
         self.rank_filter = w.BoundedIntText(0, min=0, max=max(1, len(self.names)), description="rank ≤",
                                             layout=w.Layout(width="150px", display="" if self.ranks else "none"))
-        self.sort_by = w.Dropdown(options=[key for key in SORT_KEYS if key != "rank" or self.ranks], value="name",
-                                  description="sort by", layout=w.Layout(width="200px"))
+        # with a label-issue ranking the most suspect come first: the review starts at the top of the ranking
+        self.sort_by = w.Dropdown(options=[key for key in SORT_KEYS if key != "rank" or self.ranks],
+                                  value="rank" if self.ranks else "name", description="sort by",
+                                  layout=w.Layout(width="200px"))
         self.descending = w.Checkbox(False, description="descending", indent=False, layout=w.Layout(width="110px"))
         self.table_header = w.HTML().add_class("review-table-header")
         self.table = w.Select(options=[], rows=14, layout=w.Layout(width="620px")).add_class("review-table")

@@ -536,6 +536,10 @@ def test_label_issues_rank_column_sort_filter_and_picture(example_data, report, 
     app = ReviewApp(example_data, report, tmp_path / "v.jsonl", label_issues=folder / "label_issues.json",
                     raise_errors=True)
     assert "rank" in app.table_header.value and "rank" in app.sort_by.options
+    # opened sorted by rank, at the most suspect example: the top of the ranking is reviewed first
+    assert app.sort_by.value == "rank" and app.order[:2] == ["7", "3"] and app.current == "7"
+    app.sort_by.value = "name"
+    assert app.order[:2] == ["0", "1"]
     app.sort_by.value = "rank"
     assert app.order[:2] == ["7", "3"]
     app.rank_filter.value = 1
