@@ -176,16 +176,16 @@ def label_quality(mask: np.ndarray, merged: np.ndarray) -> tuple[float, float]:
 
 def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_labels: bool):
     """(entry, compared prediction, disagreement map) of one example. entry: softmin and mislabelled_share
-    (cleanlab's label quality, `label_quality`: what the ranking orders by), flagged, kind, per-class figures. The prediction is the argmax
-    once not-annotated classes are merged into background; the map is 0 where nothing disagrees, else 1 + the
-    kind's position.
+    (cleanlab's label quality, `label_quality`: what the ranking orders by), flagged, kind, per-class figures.
+    The prediction is the argmax once not-annotated classes are merged into background; the map is 0 where
+    nothing disagrees, else 1 + the kind's position.
 
     Each annotated class also gets its own score, which says where and how much: 1 - (the model's probability
     against the given label, summed over the disagreeing pixels) / (its labelled + its predicted pixels): Dice
     (1 - disagreeing / (labelled + predicted)) with each disagreeing pixel weighted by how sure the model is, and
     outline noise left out. The example is flagged (a picture is drawn) when its worst class scores below
-    FLAG_BELOW, and its kind is what weighs most in that class's doubt. docs/label_issues.md compares the
-    scores as rankings: cleanlab's put planted errors first more often."""
+    FLAG_BELOW, and its kind is what weighs most in that class's doubt. As a ranking it puts planted errors
+    first less often than cleanlab's measures (docs/label_issues.md)."""
     stated = annotated(mask, len(classes), partial_labels)
     merged = merge_unannotated(probabilities, stated)
     prediction = predict.labels_from_probabilities(merged)
