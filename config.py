@@ -1,5 +1,5 @@
 """`TrainConfig`: the single source of training defaults, read by `train.py`, notebook 04 and `run.py train`
-(whose options are its fields, documented by their comments here).
+(whose options are its fields, documented by their comments here); and what the label-issue fold models change.
 
 metrics.json records the whole configuration a model was trained with (`TrainConfig.to_dict`).
 """
@@ -57,6 +57,13 @@ class TrainConfig:
         if unknown:
             raise TypeError(f"TrainConfig has no setting {', '.join(unknown)} (settings: {', '.join(self.to_dict())})")
         return dataclasses.replace(self, **changes)
+
+
+# Label issues (label_issues.py, `run.py label-issues`): the fold models, each predicting the examples the others
+# train on, and their changes to TrainConfig's defaults: the folds' trainings must fit the time of about three
+# default ones (25 minutes for the 20 example pairs on a 4-core CPU), so each stops after at most 40 epochs
+LABEL_ISSUE_FOLDS = 4
+LABEL_ISSUE_TRAINING = {"epochs": 40, "patience": 10}
 
 
 def setting_comments() -> dict[str, str]:

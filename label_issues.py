@@ -23,14 +23,10 @@ from scipy import ndimage
 import figures
 import loader
 import predict
-from config import TrainConfig
+from config import LABEL_ISSUE_FOLDS, LABEL_ISSUE_TRAINING, TrainConfig
 from description import IGNORE_INDEX
 from errors import DataError
 
-FOLDS = 4  # models to train: each predicts the examples the others train on
-# TrainConfig overrides for the fold models: FOLDS trainings must fit the time budget of about three default
-# ones (25 minutes for the 20 example pairs on a 4-core CPU), so each stops after at most 40 epochs
-TRAINING = {"epochs": 40, "patience": 10}
 KINDS = ("missing structure", "extra structure", "wrong class", "boundary")  # what a disagreement looks like
 TOLERANCE_PX = 1.0  # disagreement this close to a mask's class edge is outline noise, not a label problem
 WHOLE_SHARE = 0.5  # a structure whose middle the other side covers less than this share of disagrees as a whole
@@ -41,8 +37,8 @@ LOWEST_STRUCTURES = 3  # a planted "lowest structures deleted" removes this many
 
 
 def label_issue_config(**changes) -> TrainConfig:
-    """TrainConfig's defaults with the fold models' overrides (TRAINING), then `changes`."""
-    return TrainConfig().replace(**{**TRAINING, **changes})
+    """TrainConfig's defaults with the fold models' changes (config.LABEL_ISSUE_TRAINING), then `changes`."""
+    return TrainConfig().replace(**{**LABEL_ISSUE_TRAINING, **changes})
 
 
 # ---------------------------------------------------------------- out-of-fold predictions
@@ -223,7 +219,7 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
 # ---------------------------------------------------------------- ranking a dataset
 
 
-def find_label_issues(data_dir, out_dir, folds: int = FOLDS, config: TrainConfig | None = None,
+def find_label_issues(data_dir, out_dir, folds: int = LABEL_ISSUE_FOLDS, config: TrainConfig | None = None,
                       planted: dict | None = None, progress: bool = True) -> dict:
     """Train `folds` models, score every example out-of-fold and write into out_dir: label_issues.json (worst
     first), predictions/<name>.npy (each out-of-fold label map, uint8) and, for flagged examples (a class

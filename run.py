@@ -305,7 +305,8 @@ def run_label_issues(args: argparse.Namespace) -> int:
     try:
         data_dir, planted = ((args.data_dir, None) if not args.plant_errors else
                              label_issues.planted_copy(args.data_dir, args.out, args.plant_errors, args.seed))
-        report = label_issues.find_label_issues(data_dir, args.out, args.folds or label_issues.FOLDS, settings, planted)
+        folds = args.folds or config.LABEL_ISSUE_FOLDS
+        report = label_issues.find_label_issues(data_dir, args.out, folds, settings, planted)
     except loader.DataError as err:
         print(err, file=sys.stderr)
         return 1
@@ -426,10 +427,13 @@ def main(argv=None) -> int:
     add_config_arguments(training)
     issues = commands.add_parser("label-issues", help="rank the examples of DATA_DIR by label quality "
                                  "(out-of-fold predictions; docs/label_issues.md)")
-    issues.add_argument("data_dir", type=Path)
-    issues.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs" / "label-issues")
-    issues.add_argument("--folds", type=int, default=None, help="models to train (default: label_issues.FOLDS)")
-    issues.add_argument("--epochs", type=int, default=None, help="at most, per model (default: label_issues.TRAINING)")
+    issues.add_argument("data_dir", type=Path, help="the dataset (images/ + masks/, nnU-Net's layout, or dataset.json)")
+    issues.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs" / "label-issues",
+                        help="label_issues.json, pictures/ and predictions/ go here (default: outputs/label-issues)")
+    issues.add_argument("--folds", type=int, default=None,
+                        help=f"models to train (default: {config.LABEL_ISSUE_FOLDS})")
+    issues.add_argument("--epochs", type=int, default=None,
+                        help=f"at most, per model (default: {config.LABEL_ISSUE_TRAINING['epochs']})")
     issues.add_argument("--seed", type=int, default=0, help="folds, training and planted errors derive from it")
     issues.add_argument("--review-log", default=None, help="train examples a reviewer marked \"problem\" are set aside")
     issues.add_argument("--plant-errors", type=int, default=0, metavar="N",

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import config
 import label_issues as li
 import loader
 from description import IGNORE_INDEX
@@ -124,7 +125,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", type=Path, nargs="?", default=PROJECT_DIR / "data" / "spine-mri")
     parser.add_argument("--generated", choices=sorted(GENERATED), help="a generated dataset instead of DATA_DIR")
-    parser.add_argument("--folds", type=int, default=li.FOLDS)
+    parser.add_argument("--folds", type=int, default=config.LABEL_ISSUE_FOLDS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--watch", nargs="*", default=[], help="names whose untouched rank to report")
     args = parser.parse_args(argv)
