@@ -15,11 +15,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # fetch downloads only what is missing (sha256-checked); check validates every pair
 data: env
-	$(BIN)/python loader.py fetch $(DATA)
-	$(BIN)/python loader.py check $(DATA)
+	$(BIN)/maskpair fetch $(DATA)
+	$(BIN)/maskpair check $(DATA) > /dev/null
 
 run: data
-	$(BIN)/python run.py notebooks --data-dir $(DATA) --out outputs
+	$(BIN)/maskpair notebooks --data-dir $(DATA) --out outputs
 
 test: data
 	$(BIN)/python -m pytest

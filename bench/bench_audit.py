@@ -25,10 +25,13 @@ import time
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_DIR))
-
 import numpy as np
 import psutil
+
+from maskpair import audit
+from maskpair.audit import alignment
+from maskpair.data.fetch import EXAMPLE_DATA_DIR, fetch_example_data
+from maskpair.data.loader import DataLoader
 
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench"
 SPINE_DESCRIPTION = {"name": "spine MRI (generated for the audit benchmark)", "channel_names": {"0": "T2"},
@@ -46,9 +49,8 @@ def generate_dataset(templates: Path, dest: Path, n_pairs: int, seed: int = 0) -
 
     from PIL import Image
 
-    import loader
 
-    data = loader.DataLoader(templates, batch_size=1, cache=False, progress=False)
+    data = DataLoader(templates, batch_size=1, cache=False, progress=False)
     pairs = [(image[..., 0], mask) for image, mask in map(data.raw_pair, data.names)]  # gray; values 0, 1, 2
     for kind in ("images", "masks"):
         (dest / kind).mkdir(parents=True, exist_ok=True)
@@ -134,9 +136,14 @@ def checkout_before(commit: str, dest: Path) -> Path:
     return dest
 
 
-def measure(what: str, data_dir: Path, report_path: Path) -> dict:
-    """Run the audit (writing report_path) or the contact sheet (from it); seconds and memory figures."""
-    import audit  # the one first on sys.path: this checkout's, or an older one (--before)
+def measure(what: str, data_dir: Path, report_path: Path, code: Path) -> dict:
+    """Run the audit (writing report_path) or the contact sheet (from it); seconds and memory figures.
+    code: this checkout (the package's audit), or an older one's files (--before: their top-level audit.py)."""
+    if code.resolve() == PROJECT_DIR:
+        from maskpair import audit
+    else:
+        sys.path.insert(0, str(code))
+        import audit
 
     with TreeMonitor() as monitor:
         start = time.perf_counter()
@@ -192,7 +199,6 @@ def quality(trials: int = QUALITY_TRIALS) -> list[str]:
     """Markdown rows: per dataset, untouched pairs flagged (no plants) and over seeded trials of planted
     misplacements (a tenth of the pairs each: shifts of 4-8 px, left-right flips, swaps between distant
     examples), the false alarms among the untouched pairs and the planted pairs flagged."""
-    import audit
 
     sys.path.insert(0, str(PROJECT_DIR / "tests"))
     import audit_synthetic as syn
@@ -201,7 +207,7 @@ def quality(trials: int = QUALITY_TRIALS) -> list[str]:
             "|---|---|---:|---:|---:|---:|"]
     for name, (images, masks, sequence, classes, what) in quality_datasets().items():
         names = [str(k) for k in range(len(images))]
-        edges = [audit.edge_map(image) for image in images]
+        edges = [alignment.edge_map(image) for image in images]
         labelled = {k for k, mask in enumerate(masks) if ((mask != 0) & (mask != syn.IGNORE)).any()}
         start = time.perf_counter()
         clean = flagged_misaligned(audit.audit_arrays(names, images, masks, classes, progress=False, edges=edges))
@@ -237,14 +243,12 @@ def main(argv=None) -> int:
         print("\n".join(quality()))
         return 0
     if args.measure:
-        sys.path.insert(0, args.measure[3])
-        print(json.dumps(measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]))))
+        print(json.dumps(measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]), Path(args.measure[3]))))
         return 0
-    import loader
 
-    if not (loader.EXAMPLE_DATA_DIR / "images").is_dir():
-        loader.fetch_example_data(loader.EXAMPLE_DATA_DIR)
-    data_dir = generate_dataset(loader.EXAMPLE_DATA_DIR, CACHE_ROOT / f"audit-{args.pairs}", args.pairs)
+    if not (EXAMPLE_DATA_DIR / "images").is_dir():
+        fetch_example_data(EXAMPLE_DATA_DIR)
+    data_dir = generate_dataset(EXAMPLE_DATA_DIR, CACHE_ROOT / f"audit-{args.pairs}", args.pairs)
     load_before = os.getloadavg()[0]
     rows = {what: run_in_subprocess(what, data_dir, CACHE_ROOT / f"audit-{args.pairs}.json")
             for what in ("audit", "contact sheet")}

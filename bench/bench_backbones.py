@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 
-import fit
-import model as unet
+from maskpair.training import fit
+from maskpair.training import model as unet
 
 CANDIDATES = ("resnet18", "resnet34", "efficientnetb0", "mobilenetv2", "seresnet18")
 

@@ -9,7 +9,7 @@ chosen examples rank in it.
                                                                 # blobs: see GENERATED)
 
 The out-of-fold softmax maps are computed once (label_issues.out_of_fold_probabilities, the settings
-`run.py label-issues` uses; GENERATED_TRAINING for the generated sets) and kept under
+`maskpair label-issues` uses; GENERATED_TRAINING for the generated sets) and kept under
 ~/.cache/segkit-bench/label-issues/<dataset>-<folds>f-<seed>s/. Then every example that can take it gets each
 planted error in turn (label_issues' planters: a structure erased or relabelled, three seeds each; the mask
 dilated by 2, 3 and 4 px; its 2, 3 or 4 lowest structures deleted) and is scored again with its own
@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import config
-import label_issues as li
-import loader
-from description import IGNORE_INDEX
+from maskpair.data.description import IGNORE_INDEX
+from maskpair.data.files import natural_key
+from maskpair.data.loader import DataLoader
+from maskpair.label_issues import planting
+from maskpair.label_issues import rank as li
+from maskpair.training import config
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench" / "label-issues"
@@ -78,10 +80,10 @@ def write_generated(name: str, root: Path) -> Path:
     return folder
 
 
-def out_of_fold(data_dir: Path, folds: int, seed: int, training: dict) -> tuple[dict, loader.DataLoader, float]:
+def out_of_fold(data_dir: Path, folds: int, seed: int, training: dict) -> tuple[dict, DataLoader, float]:
     """({name: softmax float32}, the dataset's loader, seconds it took to compute them), cached."""
     cache = CACHE_ROOT / f"{data_dir.resolve().name}-{folds}f-{seed}s"
-    data = loader.DataLoader(data_dir, cache=False, progress=False)
+    data = DataLoader(data_dir, cache=False, progress=False)
     done = cache / "seconds.txt"
     if not done.is_file():
         cache.mkdir(parents=True, exist_ok=True)
@@ -113,11 +115,11 @@ def rank_first(ranking: str, example, others) -> int:
 def planted_variants(mask: np.ndarray, n_classes: int) -> list[tuple[str, np.ndarray]]:
     variants = []
     for seed in range(3):
-        for error, make in (("erased structure", lambda m, r: li.erase_structure(m, r)),
-                            ("relabelled structure", lambda m, r: li.relabel_structure(m, r, n_classes))):
+        for error, make in (("erased structure", lambda m, r: planting.erase_structure(m, r)),
+                            ("relabelled structure", lambda m, r: planting.relabel_structure(m, r, n_classes))):
             variants.append((error, make(mask, np.random.default_rng(seed))))
-    variants += [("dilated mask", li.dilate_labels(mask, px)) for px in (2, 3, 4)]
-    variants += [("lowest structures deleted", li.delete_lowest(mask, n)) for n in (2, 3, 4)]
+    variants += [("dilated mask", planting.dilate_labels(mask, px)) for px in (2, 3, 4)]
+    variants += [("lowest structures deleted", planting.delete_lowest(mask, n)) for n in (2, 3, 4)]
     return [(error, planted) for error, planted in variants if planted is not None]
 
 
@@ -143,7 +145,7 @@ def main(argv=None) -> None:
     for ranking in RANKINGS:
         order = sorted(names, key=lambda name: (rank_first(ranking, untouched[name],
                                                            [untouched[o] for o in names if o != name]),
-                                                loader.natural_key(name)))
+                                                natural_key(name)))
         print(f"\n== {ranking}\nuntouched, most suspect first: {' '.join(order[:20])}")
         if args.watch:
             print("watched: " + ", ".join(f"{name} rank {order.index(name) + 1}" for name in args.watch if name in order))

@@ -30,12 +30,21 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
+from maskpair.data.description import (
+    DESCRIPTION_FILE,
+    DatasetDescription,
+    read_declared,
+)
+from maskpair.data.fetch import EXAMPLE_DATA_DIR, fetch_example_data
+from maskpair.data.files import pair_files
+from maskpair.data.inspection import describe, progress_bar
+from maskpair.data.loader import DataLoader
+from maskpair.data.reading import image_to_float, read_pair
+from maskpair.training import legacy_keras
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-
-import legacy_keras  # noqa: E402,F401  (before anything can import TensorFlow)
-import numpy as np  # noqa: E402
-
-import loader  # noqa: E402
 
 # rows per (data, batch size); "u8"/"f32": the copy bound each row's "% of copy bound" refers to
 LOADERS = {
@@ -76,11 +85,11 @@ def generate_dataset(templates: Path, dest: Path, n_pairs: int, seed: int = 0) -
 
     description = described(templates)
     values = np.array(description.class_values, dtype=np.int64)  # class index -> mask value
-    pairs = [loader.read_pair(*paths, description) for paths in loader.pair_files(templates).values()]
+    pairs = [read_pair(*paths, description) for paths in pair_files(templates).values()]
     for kind in ("images", "masks"):
         (dest / kind).mkdir(parents=True, exist_ok=True)
-    if (templates / loader.DESCRIPTION_FILE).is_file():
-        shutil.copyfile(templates / loader.DESCRIPTION_FILE, dest / loader.DESCRIPTION_FILE)
+    if (templates / DESCRIPTION_FILE).is_file():
+        shutil.copyfile(templates / DESCRIPTION_FILE, dest / DESCRIPTION_FILE)
 
     def write(k):
         rng = np.random.default_rng([seed, k])
@@ -92,24 +101,23 @@ def generate_dataset(templates: Path, dest: Path, n_pairs: int, seed: int = 0) -
         np.save(dest / "masks" / f"{k}.npy", values[np.roll(flip(labels), shift, (0, 1))])
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:  # PNG compression releases the GIL
-        list(loader._progress(pool.map(write, range(n_pairs)), n_pairs, True, f"generating {dest.name}"))
+        list(progress_bar(pool.map(write, range(n_pairs)), n_pairs, True, f"generating {dest.name}"))
     (dest / ".complete").touch()
     return dest
 
 
 def described(data_dir: Path):
     """The dataset's description: its dataset.json when that gives labels and channels (reading 40,000 headers
-    at 20,000 pairs, as `loader.describe` does, would add a minute to every row), else `loader.describe`."""
-    from description import DatasetDescription, read_declared
+    at 20,000 pairs, as `describe` does, would add a minute to every row), else `describe`."""
 
     declared = read_declared(data_dir)
-    return DatasetDescription(**declared) if {"labels", "channel_names"} <= declared.keys() else loader.describe(data_dir)
+    return DatasetDescription(**declared) if {"labels", "channel_names"} <= declared.keys() else describe(data_dir)
 
 
 def real_dataset(data_dir: Path) -> Path:
     """The example pairs, fetched (sha256-checked) if they are not there yet."""
     if not (data_dir / "images").is_dir():
-        loader.fetch_example_data(data_dir)
+        fetch_example_data(data_dir)
     return data_dir
 
 
@@ -121,7 +129,7 @@ def naive_batches(data_dir, batch_size, description, disk_dir):
     """The original exercise: read PNG + np.load per batch, /255 in float64, np.eye(K)[mask]."""
     from PIL import Image
 
-    pairs = list(loader.pair_files(data_dir).values())
+    pairs = list(pair_files(data_dir).values())
 
     def batches():
         for epoch in range(10**9):
@@ -137,7 +145,7 @@ def naive_batches(data_dir, batch_size, description, disk_dir):
 
 def data_loader(data_dir, batch_size, cache, disk_dir):
     """A `DataLoader` whose train split holds every pair."""
-    return loader.DataLoader(data_dir, batch_size=batch_size, split=(1.0, 0.0, 0.0), cache=cache,
+    return DataLoader(data_dir, batch_size=batch_size, split=(1.0, 0.0, 0.0), cache=cache,
                              cache_dir=disk_dir if cache == "disk" else None, progress=False)
 
 
@@ -163,7 +171,7 @@ def tf_data_batches(float_cache: bool):
     `float_cache` float32 image + one-hot, made before caching (the issue's baseline: 16 bytes per pixel)."""
     def batches(data_dir, batch_size, description, disk_dir):
         tf = legacy_keras.import_tensorflow()
-        pairs = list(loader.pair_files(data_dir).values())
+        pairs = list(pair_files(data_dir).values())
         n_classes, channels = description.n_classes, description.n_channels
 
         def expand(image, mask):
@@ -194,16 +202,16 @@ def copy_bound_batches(compact: bool):
     """Factory of the least memory work for the same batch bytes: copy precomputed pairs into one reused batch
     buffer, float32 image + one-hot, or (compact) uint8 image + uint8 label map."""
     def batches(data_dir, batch_size, description, disk_dir):
-        paths = list(loader.pair_files(data_dir).values())
-        first_image, first_labels = loader.read_pair(*paths[0], description)
+        paths = list(pair_files(data_dir).values())
+        first_image, first_labels = read_pair(*paths[0], description)
         bytes_per_pixel = (1 + first_image.shape[-1]) if compact else 4 * (first_image.shape[-1] + description.n_classes)
         pool_size = max(1, min(len(paths), COPY_POOL_BYTES // (first_labels.size * bytes_per_pixel)))
-        pool = [loader.read_pair(*pair, description) for pair in paths[:pool_size]]
+        pool = [read_pair(*pair, description) for pair in paths[:pool_size]]
         if compact:
             images = np.stack([image for image, _ in pool])
             targets = np.stack([labels for _, labels in pool])
         else:
-            images = np.stack([loader.image_to_float(image) for image, _ in pool])
+            images = np.stack([image_to_float(image) for image, _ in pool])
             targets = np.stack([np.eye(description.n_classes, dtype=np.float32)[labels] for _, labels in pool])
         image_batch = np.empty((batch_size, *images.shape[1:]), images.dtype)
         target_batch = np.empty((batch_size, *targets.shape[1:]), targets.dtype)
@@ -339,8 +347,8 @@ def best_round(measured: list[dict]) -> dict:
 def float_cache_bytes(data_dir: Path) -> int:
     """Bytes the float32-cache tf.data pipeline holds: float32 image + one-hot of every pair."""
     description = described(data_dir)
-    pairs = loader.pair_files(data_dir)
-    image, labels = loader.read_pair(*next(iter(pairs.values())), description)
+    pairs = pair_files(data_dir)
+    image, labels = read_pair(*next(iter(pairs.values())), description)
     return len(pairs) * labels.size * 4 * (image.shape[-1] + description.n_classes)
 
 
@@ -437,7 +445,7 @@ def parse_args(argv):
     parser.add_argument("--timed-pairs", type=int, help="pairs timed per in-memory configuration (default 8000, "
                         "a tenth for loaders that read files; 64 with --quick)")
     parser.add_argument("--rounds", type=int, help="measure the table this many times (default 2; 1 with --quick)")
-    parser.add_argument("--data-dir", type=Path, default=loader.EXAMPLE_DATA_DIR, help="the real pairs")
+    parser.add_argument("--data-dir", type=Path, default=EXAMPLE_DATA_DIR, help="the real pairs")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_ROOT, help="where generated sets are kept")
     parser.add_argument("--measure", nargs=6, help=argparse.SUPPRESS)  # internal: one configuration
     parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)  # internal: one disk cache's first open
@@ -457,7 +465,7 @@ def main(argv=None) -> int:
     sizes = args.pairs or ([64] if args.quick else [5000, 20000])
     rounds = args.rounds or (1 if args.quick else 2)
     real = real_dataset(args.data_dir)
-    datasets = {f"{len(loader.pair_files(real))} real": (real, [16] if args.quick else [4, 16])}
+    datasets = {f"{len(pair_files(real))} real": (real, [16] if args.quick else [4, 16])}
     for n_pairs in sizes:
         generated = generate_dataset(real, args.cache_dir / f"{real.name}-{n_pairs}-seed0", n_pairs)
         datasets[f"{n_pairs:,} generated"] = (generated, [16])

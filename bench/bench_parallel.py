@@ -14,8 +14,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-import loader
 from bench_loader import CACHE_ROOT
+
+from maskpair.data import batches
+from maskpair.data.files import pair_files
+from maskpair.data.inspection import describe
+from maskpair.data.loader import DataLoader
+from maskpair.data.reading import read_pair
 
 
 def decode_rate(pairs, description, pool_class, workers) -> float:
@@ -29,13 +34,13 @@ def decode_rate(pairs, description, pool_class, workers) -> float:
 
 
 def _read(paths, description):
-    image, labels = loader.read_pair(*paths, description)
+    image, labels = read_pair(*paths, description)
     return image.shape  # return little: a process pool would otherwise pay to pickle the arrays back
 
 
 def assembly_rate(data, names, threaded: bool, repeats: int = 60) -> float:
     """Median pairs/s of `batch_arrays` (cached) with the thread split forced on or off."""
-    default, loader._ASSEMBLY_THREADS = loader._ASSEMBLY_THREADS, max(2, loader._ASSEMBLY_THREADS) if threaded else 1
+    default, batches._ASSEMBLY_THREADS = batches._ASSEMBLY_THREADS, max(2, batches._ASSEMBLY_THREADS) if threaded else 1
     try:
         times = []
         for _ in range(repeats):
@@ -43,7 +48,7 @@ def assembly_rate(data, names, threaded: bool, repeats: int = 60) -> float:
             data.batch_arrays(names)
             times.append(time.perf_counter() - start)
     finally:
-        loader._ASSEMBLY_THREADS = default
+        batches._ASSEMBLY_THREADS = default
     return len(names) / statistics.median(times)
 
 
@@ -53,8 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", type=Path, default=CACHE_ROOT / "spine-mri-5000-seed0",
                         help="default: bench_loader.py's generated 5,000-pair set")
     args = parser.parse_args(argv)
-    pairs = list(loader.pair_files(args.data_dir).values())[: args.pairs]
-    description = loader.describe(args.data_dir)
+    pairs = list(pair_files(args.data_dir).values())[: args.pairs]
+    description = describe(args.data_dir)
     cpus = os.cpu_count() or 1
     for paths in pairs:  # warm the page cache, so the first contender does not pay for the disk
         [path.read_bytes() for path in paths]
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
                                        (f"{cpus + 2} threads (loader default)", ThreadPoolExecutor, cpus + 2),
                                        (f"{cpus} processes", ProcessPoolExecutor, cpus)):
         print(f"  {label:<32}{decode_rate(pairs, description, pool_class, workers):8,.0f}")
-    data = loader.DataLoader(args.data_dir, batch_size=16, split=(1.0, 0.0, 0.0), progress=False)
+    data = DataLoader(args.data_dir, batch_size=16, split=(1.0, 0.0, 0.0), progress=False)
     print("batch assembly (cached), pairs/s:")
     for batch_size in (4, 16):
         names = data.splits["train"][:batch_size]

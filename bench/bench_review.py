@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-import loader
+from maskpair.data.fetch import fetch_example_data
+from maskpair.data.files import pair_files
+from maskpair.data.inspection import progress_bar
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench"
@@ -72,9 +74,9 @@ def generate_pairs(dest: Path, n_pairs: int, templates: Path = TEMPLATES, seed: 
     from PIL import Image
 
     if not (templates / "images").is_dir():
-        loader.fetch_example_data(templates)
+        fetch_example_data(templates)
     pairs = []
-    for image_path, mask_path in loader.pair_files(templates).values():
+    for image_path, mask_path in pair_files(templates).values():
         pairs.append((np.asarray(Image.open(image_path).convert("L")), np.asarray(Image.open(mask_path))
                       if mask_path.suffix == ".png" else np.load(mask_path).astype(np.uint8)))
     for kind in ("images", "masks"):
@@ -94,7 +96,7 @@ def generate_pairs(dest: Path, n_pairs: int, templates: Path = TEMPLATES, seed: 
         Image.fromarray(np.roll(flip(mask), shift, (0, 1)).astype(np.uint8)).save(dest / "masks" / f"case_{k:04d}.png")
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:  # PNG compression releases the GIL
-        list(loader._progress(pool.map(write, range(n_pairs)), n_pairs, True, f"generating {dest.name}"))
+        list(progress_bar(pool.map(write, range(n_pairs)), n_pairs, True, f"generating {dest.name}"))
     (dest / ".complete").touch()
     return dest
 

@@ -2,15 +2,17 @@
 real hash-checked fetch. A user's clone has nothing beside it, so nothing here reads outside the project."""
 import functools
 import http.server
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-import loader
+from maskpair.data.fetch import example_registry, fetch_example_data
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 EXAMPLE_DATA = PROJECT_DIR / "data" / "spine-mri"  # `make test` fetches it first (make data)
+CLI = [sys.executable, "-m", "maskpair"]  # the `maskpair` command, as this interpreter runs it
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -28,7 +30,7 @@ def serve(folder: Path, handler=_QuietHandler):
 @pytest.fixture(scope="session")
 def example_data_server():
     """Base URL of a loopback server over the example data in data/spine-mri."""
-    missing = [rel for rel in loader.example_registry() if not (EXAMPLE_DATA / rel).is_file()]
+    missing = [rel for rel in example_registry() if not (EXAMPLE_DATA / rel).is_file()]
     assert not missing, f"{EXAMPLE_DATA}: example data not fetched ({len(missing)} files missing): run `make data`"
     url, server = serve(EXAMPLE_DATA)
     yield url
@@ -38,4 +40,4 @@ def example_data_server():
 @pytest.fixture(scope="session")
 def example_data(example_data_server, tmp_path_factory):
     """The 20 real pairs, downloaded through the real hash-checked fetch from the loopback server."""
-    return loader.fetch_example_data(tmp_path_factory.mktemp("spine") / "spine-mri", example_data_server, progress=False)
+    return fetch_example_data(tmp_path_factory.mktemp("spine") / "spine-mri", example_data_server, progress=False)

@@ -1,19 +1,23 @@
-"""audit.py: content flags, duplicates, the domain checks a description turns on, the report's key, and the
+"""The audit: content flags, duplicates, the domain checks a description turns on, the report's key, and the
 alignment check judged on planted misplacements: in the example data and in realistic synthetic datasets."""
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
 import audit_synthetic as syn
 import numpy as np
 import pytest
+from conftest import CLI
 from synthetic import write_dataset, write_dataset_json, write_layout
 
-import audit
-import loader
+from maskpair import audit
+from maskpair.audit import alignment, domain
+from maskpair.audit import dataset as audit_dataset_module
+from maskpair.audit import sheet as audit_sheet
+from maskpair.data.loader import DataLoader
+from maskpair.errors import DataError
 
 SPINE = ("background", "disc", "vertebra")
 SPINE_CHECKS = {"alternating": ["disc", "vertebra"], "extent": True}
@@ -24,9 +28,9 @@ PLANT_TRIALS = 10
 def real(example_data):
     """(names, images, masks, edge maps, report) of the 20 real pairs; the report from audit_dataset, which reads
     the example's dataset.json (its audit switches turn the spine checks on)."""
-    data = loader.DataLoader(example_data, batch_size=1, cache=False, progress=False)
+    data = DataLoader(example_data, batch_size=1, cache=False, progress=False)
     images, masks = zip(*(data.raw_pair(name) for name in data.names))
-    edges = [audit.edge_map(image) for image in images]
+    edges = [alignment.edge_map(image) for image in images]
     return data.names, list(images), list(masks), edges, audit.audit_dataset(example_data)
 
 
@@ -171,7 +175,7 @@ def alarm_and_recall(images, masks, sequence, classes, trials: int, seed: int = 
     """(false alarms, untouched labelled pairs, detected, planted) over seeded trials of plant_misplacements,
     each planting a tenth of the pairs (at least 3)."""
     names = [str(k) for k in range(len(images))]
-    edges = [audit.edge_map(image) for image in images]
+    edges = [alignment.edge_map(image) for image in images]
     labelled = [k for k, mask in enumerate(masks) if ((mask != 0) & (mask != syn.IGNORE)).any()]
     alarms = untouched = detected = planted = 0
     for trial in range(trials):
@@ -218,16 +222,16 @@ def test_near_duplicate_frames_and_an_offset_do_not_flag(generated):
 def test_ignore_pixels_are_no_boundary_and_no_class():
     mask = np.zeros((8, 8), np.uint8)
     mask[2:6, 2:6] = 1
-    mask[:, 6:] = audit.IGNORE_INDEX
-    boundary = audit.boundary_map(mask)
+    mask[:, 6:] = alignment.IGNORE_INDEX
+    boundary = alignment.boundary_map(mask)
     assert boundary[:, 6:].sum() == 0 and boundary[3:5, 5].sum() == 0  # no boundary to or on ignore pixels
     assert boundary[3:5, 1:3].sum() == 4  # but both sides of the square's left edge
-    only_ignore = np.where(mask == 1, audit.IGNORE_INDEX, 0).astype(np.uint8)
+    only_ignore = np.where(mask == 1, alignment.IGNORE_INDEX, 0).astype(np.uint8)
     images = [np.full((8, 8, 3), k, np.uint8) for k in range(2)]
     report = audit.audit_arrays(["a", "b"], images, [mask, only_ignore], ("bg", "fg"))
     assert report["examples"][0]["classes"]["fg"]["pixels"] == 16
     assert flags_of(report)["b"] == ["empty_mask"]
-    assert audit.labelled_rows(only_ignore) is None
+    assert domain.labelled_rows(only_ignore) is None
 
 
 def test_missing_class_is_relative_to_the_dataset():
@@ -255,7 +259,7 @@ def test_duplicates(tmp_path):
 def test_any_dataset_layout_is_audited(tmp_path, layout):
     root = write_layout(tmp_path / layout, layout, n=8)
     report = audit.audit_dataset(root)
-    assert report["labels"] == list(loader.DataLoader(root, cache=False).labels)
+    assert report["labels"] == list(DataLoader(root, cache=False).labels)
     assert {flag.split(":")[0] for flags in flags_of(report).values() for flag in flags} <= \
         {"empty_mask", "missing_class", "duplicate_of", "misaligned"}  # no domain checks without the switches
     assert "vertebra" not in json.dumps(report["examples"])
@@ -273,10 +277,10 @@ def column_mask(sequence, shape=(120, 64)):
 
 
 def test_order_gaps_found_at_the_right_end():
-    column = audit.levels(column_mask("VDVDVVDV"), SPINE, ("disc", "vertebra"))
+    column = domain.levels(column_mask("VDVDVVDV"), SPINE, ("disc", "vertebra"))
     assert "".join(level["label"][0].upper() for level in column) == "VDVDVVDV"
-    assert audit.order_gaps(column) == ["order_gap:vertebra-vertebra@bottom"]
-    assert audit.order_gaps(audit.levels(column_mask("DDVDV"), SPINE, ("disc", "vertebra"))) == \
+    assert domain.order_gaps(column) == ["order_gap:vertebra-vertebra@bottom"]
+    assert domain.order_gaps(domain.levels(column_mask("DDVDV"), SPINE, ("disc", "vertebra"))) == \
         ["order_gap:disc-disc@top"]
 
 
@@ -292,7 +296,7 @@ def test_audit_switches_are_checked(tmp_path):
     root = write_dataset(tmp_path / "d", ["a", "b"])
     write_dataset_json(root, name="d", channel_names={"0": "gray"}, labels={"bg": 0, "disc": 1, "bone": 2},
                        audit={"alternating": ["disc", "vertebra"], "colour": True})
-    with pytest.raises(loader.DataError) as caught:
+    with pytest.raises(DataError) as caught:
         audit.audit_dataset(root)
     assert len(caught.value.problems) == 2 and all("dataset.json: audit" in line for line in caught.value.problems)
 
@@ -304,10 +308,10 @@ def test_short_columns_are_judged_against_the_datasets_median_extent():
     lifted = np.zeros_like(full)
     lifted[:-40] = full[40:]  # the same column, ending 40 rows above the usual bottom
     masks = [full] * 5 + [stops_short, lifted, np.zeros_like(full)]
-    margins = [audit.edge_margins(mask) for mask in masks]
-    assert audit.short_column_flags(margins) == [[]] * 5 + [["short_column:top"], ["short_column:bottom"], []]
-    assert audit.short_column_flags(margins[:2] + margins[5:]) == [[]] * 5  # too few to know what is usual
-    assert audit.edge_margins(stops_short) == (40 / 120, 6 / 120)
+    margins = [domain.edge_margins(mask) for mask in masks]
+    assert domain.short_column_flags(margins) == [[]] * 5 + [["short_column:top"], ["short_column:bottom"], []]
+    assert domain.short_column_flags(margins[:2] + margins[5:]) == [[]] * 5  # too few to know what is usual
+    assert domain.edge_margins(stops_short) == (40 / 120, 6 / 120)
     images = [(mask * 100).astype(np.uint8) for mask in masks]
     flags = flags_of(audit.audit_arrays(list("abcdefgh"), images, masks, SPINE, options={"extent": True}))
     assert flags["f"] == ["short_column:top"]
@@ -321,7 +325,7 @@ def test_current_report_is_reused_until_the_data_or_settings_change(tmp_path, mo
     path = audit.write_report(audit.audit_dataset(root), tmp_path / "audit.json")
     assert audit.current_report(path, root)["key"] == json.loads(path.read_text())["key"]
     assert audit.current_report(path, root, options={"extent": True}) is None
-    monkeypatch.setattr(audit, "MIN_GAIN", audit.MIN_GAIN + 0.01)
+    monkeypatch.setattr(alignment, "MIN_GAIN", alignment.MIN_GAIN + 0.01)
     assert audit.current_report(path, root) is None
     monkeypatch.undo()
     mask = root / "masks" / "2.npy"
@@ -339,7 +343,7 @@ def test_progress_is_reported(tmp_path):
 
 def test_worker_processes_give_the_same_report(tmp_path, monkeypatch):
     """Forked workers from the main thread (the CLI), a fork server's from another thread (the review UI)."""
-    monkeypatch.setattr(audit, "POOL_FROM", 6)  # worker processes from 6 pairs on (64 by default)
+    monkeypatch.setattr(audit_dataset_module, "POOL_FROM", 6)  # worker processes from 6 pairs on (64 by default)
     names = [str(k) for k in range(40)]
     root = write_dataset(tmp_path / "d", names, shape=(48, 48))
     calls, reports = [], {}
@@ -347,7 +351,7 @@ def test_worker_processes_give_the_same_report(tmp_path, monkeypatch):
     thread = threading.Thread(target=lambda: reports.update(forkserver=audit.audit_dataset(root, progress=False)))
     thread.start()
     thread.join(120)
-    data = loader.DataLoader(root, cache=False)
+    data = DataLoader(root, cache=False)
     in_process = audit.audit_arrays(names, *zip(*map(data.raw_pair, names)), data.labels)
     assert reports["fork"]["examples"] == reports["forkserver"]["examples"] == in_process["examples"]
     assert calls[-1] == len(names)
@@ -357,7 +361,7 @@ def test_unreadable_pairs_are_listed_together(tmp_path):
     root = write_dataset(tmp_path / "d", [str(k) for k in range(4)])
     for name in ("1", "3"):
         (root / "masks" / f"{name}.npy").write_bytes(b"\x93NUMPY not really")
-    with pytest.raises(loader.DataError) as caught:
+    with pytest.raises(DataError) as caught:
         audit.audit_dataset(root)
     assert [line.split(":")[0] for line in caught.value.problems] == ["masks/1.npy", "masks/3.npy"]
 
@@ -366,7 +370,7 @@ def test_unreadable_pairs_are_listed_together(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(loader.PROJECT_DIR / "audit.py"), *map(str, args)],
+    return subprocess.run([*CLI, "audit", *map(str, args)],
                           check=False, capture_output=True, text=True, timeout=120)
 
 
@@ -398,5 +402,5 @@ def test_contact_sheet_shows_flagged_pairs_first(tmp_path):
     from PIL import Image
 
     with Image.open(path) as sheet:
-        assert sheet.size == (4 * 64, 2 * (64 + audit.CAPTION_HEIGHT))
-    assert audit.sheet_order(report, 5)[0] == "7"
+        assert sheet.size == (4 * 64, 2 * (64 + audit_sheet.CAPTION_HEIGHT))
+    assert audit_sheet.sheet_order(report, 5)[0] == "7"

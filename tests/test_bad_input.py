@@ -6,10 +6,19 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import PROJECT_DIR
 from PIL import Image
+from synthetic import (
+    make_image,
+    write_array,
+    write_dataset,
+    write_dataset_json,
+    write_layout,
+)
 
-import loader
-from synthetic import make_image, write_array, write_dataset, write_dataset_json, write_layout
+from maskpair.data.fetch import EXAMPLE_DESCRIPTION
+from maskpair.data.loader import DataLoader
+from maskpair.errors import DataError
 
 LABELS = {"dark": 0, "mid": 1, "bright": 2}
 
@@ -24,11 +33,11 @@ def refused(data_dir, *needles, streaming=True):
     refuse `data_dir` with every needle in the message; check prints no description."""
     modes = (True, False) if streaming else (True,)
     for cache in modes:
-        with pytest.raises(loader.DataError) as err:
-            loader.DataLoader(data_dir, batch_size=1, cache=cache)
+        with pytest.raises(DataError) as err:
+            DataLoader(data_dir, batch_size=1, cache=cache)
         for needle in needles:
             assert needle in str(err.value), (needle, cache, str(err.value))
-    cli = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "check", str(data_dir)],
+    cli = subprocess.run([sys.executable, str(PROJECT_DIR / "loader.py"), "check", str(data_dir)],
                          capture_output=True, text=True)
     assert cli.returncode == 1
     assert "Traceback" not in cli.stderr + cli.stdout
@@ -40,8 +49,8 @@ def refused(data_dir, *needles, streaming=True):
 
 def found_when_read(data_dir, name, *needles):
     """Assert a streaming DataLoader builds (headers are fine) and refuses `name` when reading it, naming the file."""
-    data = loader.DataLoader(data_dir, batch_size=1, cache=False)
-    with pytest.raises(loader.DataError) as err:
+    data = DataLoader(data_dir, batch_size=1, cache=False)
+    with pytest.raises(DataError) as err:
         data.batch_arrays([name])
     for needle in needles:
         assert needle in str(err.value), (needle, str(err.value))
@@ -118,7 +127,7 @@ def test_non_integer_mask(dataset):
 def test_integral_float_mask_is_accepted(dataset):
     mask = np.load(dataset / "masks" / "2.npy")
     np.save(dataset / "masks" / "2.npy", mask.astype(np.float32))
-    assert np.array_equal(loader.DataLoader(dataset, batch_size=1).get_mask("2"), mask)
+    assert np.array_equal(DataLoader(dataset, batch_size=1).get_mask("2"), mask)
 
 
 def test_nan_mask(dataset):
@@ -150,7 +159,7 @@ def test_without_dataset_json_every_mask_value_is_a_class(dataset):
     mask = np.load(dataset / "masks" / "5.npy")
     mask[0, 0] = 7
     np.save(dataset / "masks" / "5.npy", mask)
-    assert loader.DataLoader(dataset, batch_size=1).labels == ("0", "1", "2", "7")
+    assert DataLoader(dataset, batch_size=1).labels == ("0", "1", "2", "7")
 
 
 def test_object_array_refused_without_unpickling(dataset, tmp_path):
@@ -173,19 +182,19 @@ def test_all_problems_reported_together(dataset):
     message = refused(dataset, "masks/1.npy", "masks/2.npy", "images/3.png: 3 channels (RGB), but most images have 1",
                       streaming=False)
     assert len(message.splitlines()) == 3
-    with pytest.raises(loader.DataError) as err:  # streaming: every header problem, before training starts
-        loader.DataLoader(dataset, batch_size=1, cache=False)
+    with pytest.raises(DataError) as err:  # streaming: every header problem, before training starts
+        DataLoader(dataset, batch_size=1, cache=False)
     assert err.value.problems == [line for line in message.splitlines() if "masks/2.npy" not in line]
 
 
 def test_check_prints_a_summary_for_good_data(example_data):
-    cli = subprocess.run([sys.executable, str(loader.PROJECT_DIR / "loader.py"), "check", str(example_data)],
+    cli = subprocess.run([sys.executable, str(PROJECT_DIR / "loader.py"), "check", str(example_data)],
                          capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert "20 pairs, 256x256, 1 channel" in cli.stderr
     for label in ("background", "disc", "vertebra"):
         assert label in cli.stderr
-    committed = json.loads((loader.PROJECT_DIR / "data" / "spine-mri.dataset.json").read_text())
+    committed = json.loads(EXAMPLE_DESCRIPTION.read_text())
     assert json.loads(cli.stdout) == {**committed, "images": "images", "masks": "masks"}
 
 

@@ -1,16 +1,16 @@
 """batch_check: tracing by content catches swapped masks; coverage and augmentation agreement measure truly."""
 import numpy as np
 import pytest
-
-import batch_check
-import figures
-import loader
 from synthetic import write_dataset, write_layout
+
+from maskpair import batch_check, figures
+from maskpair.data.augment import Augment
+from maskpair.data.loader import DataLoader
 
 
 @pytest.fixture
 def data(tmp_path):
-    return loader.DataLoader(write_dataset(tmp_path, [str(i) for i in range(8)]), batch_size=2, remainder="fill")
+    return DataLoader(write_dataset(tmp_path, [str(i) for i in range(8)]), batch_size=2, remainder="fill")
 
 
 def test_trace_names_each_item_and_rejects_a_swapped_mask(data):
@@ -42,14 +42,14 @@ def test_split_table_reports_disjointness(data):
 def test_augmentation_agreement_high_for_paired_geometry_and_low_when_broken(monkeypatch):
     mask = np.zeros((64, 64), np.uint8)
     mask[10:30, 12:40], mask[40:55, 20:50] = 1, 2
-    augment = loader.Augment(flip_lr=1.0, rotate_deg=20)
+    augment = Augment(flip_lr=1.0, rotate_deg=20)
     assert batch_check.augmentation_agreement(augment, mask, seed=1) > 0.97
-    real_apply = loader.Augment.apply
+    real_apply = Augment.apply
 
     def mask_not_moved(self, image, m, rng):  # a broken augmentation that forgets to move the mask
         return real_apply(self, image, m, rng)[0], m
 
-    monkeypatch.setattr(loader.Augment, "apply", mask_not_moved)
+    monkeypatch.setattr(Augment, "apply", mask_not_moved)
     assert batch_check.augmentation_agreement(augment, mask, seed=1) < 0.9
 
 
@@ -67,7 +67,7 @@ def test_batch_summary_flags_a_bad_one_hot():
 
 def test_trace_handles_padded_batches_of_mixed_sizes_and_ignore(tmp_path):
     for layout in ("mixed_sizes", "rgb_ignore"):
-        data = loader.DataLoader(write_layout(tmp_path / layout, layout), batch_size=3, pad_multiple=32)
+        data = DataLoader(write_layout(tmp_path / layout, layout), batch_size=3, pad_multiple=32)
         index = batch_check.ContentIndex(data)
         names = data.names[:3]
         images, masks = data.batch_arrays(names)

@@ -6,19 +6,24 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import PROJECT_DIR
 from PIL import Image
-
-import loader
 from synthetic import write_dataset, write_dataset_json
 
-BENCH = loader.PROJECT_DIR / "bench" / "bench_loader.py"
+from maskpair.data import batches
+from maskpair.data.description import IGNORE_INDEX
+from maskpair.data.loader import DataLoader
+from maskpair.data.reading import image_to_float, read_pair
+from maskpair.errors import DataError
+
+BENCH = PROJECT_DIR / "bench" / "bench_loader.py"
 SHAPE = (128, 128)  # batches of 8 exceed 1 MB of one-hot, so the threaded assembly path runs
 
 
 def one_hot(labels, n_classes):
     """np.eye one-hot with an all-zero row for IGNORE_INDEX (ignore and padding)."""
     rows = np.vstack([np.eye(n_classes, dtype=np.float32), np.zeros((1, n_classes), np.float32)])
-    return rows[np.where(labels == loader.IGNORE_INDEX, n_classes, labels)]
+    return rows[np.where(labels == IGNORE_INDEX, n_classes, labels)]
 
 
 def reference_batch(data, names, split, epoch, step):
@@ -27,8 +32,8 @@ def reference_batch(data, names, split, epoch, step):
     rng = data._augment_rng(split, epoch, step)
     images, onehots = [], []
     for name in names:
-        image, mask = loader.read_pair(*data.pairs[name], data.description)
-        image = loader.image_to_float(image)
+        image, mask = read_pair(*data.pairs[name], data.description)
+        image = image_to_float(image)
         if augment:
             image, mask = augment.apply(image, mask, rng)
         images.append(image)
@@ -40,7 +45,7 @@ def expanded(compact, n_classes):
     """A compact batch as `keras_adapters.expand_batch` makes it, in numpy."""
     images, labels = compact
     assert labels.dtype == np.uint8 and labels.shape == images.shape[:3]
-    return loader.image_to_float(images), one_hot(labels, n_classes)
+    return image_to_float(images), one_hot(labels, n_classes)
 
 
 def assert_batches_equal(got, want):
@@ -59,8 +64,8 @@ def dataset(tmp_path_factory):
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 def test_cached_disk_streaming_and_reference_batches_identical(dataset, augment, batch_size, threaded, monkeypatch,
                                                                tmp_path):
-    monkeypatch.setattr(loader, "_ASSEMBLY_THREADS", 2 if threaded else 1)
-    loaders = [loader.DataLoader(dataset, batch_size=batch_size, split=(0.5, 0.5, 0.0), cache=cache, augment=augment,
+    monkeypatch.setattr(batches, "_ASSEMBLY_THREADS", 2 if threaded else 1)
+    loaders = [DataLoader(dataset, batch_size=batch_size, split=(0.5, 0.5, 0.0), cache=cache, augment=augment,
                                  remainder="keep", cache_dir=tmp_path / "cache" if cache == "disk" else None)
                for cache in (True, "disk", False)]
     for split in ("train", "val"):
@@ -78,7 +83,7 @@ def test_streaming_mixes_8_and_16_bit_images(dataset, tmp_path):
     mixed = write_dataset(tmp_path / "mixed", ["a", "b", "c"], shape=SHAPE)
     wide = (np.asarray(Image.open(mixed / "images" / "b.png")).astype(np.uint16) * 257)
     Image.fromarray(wide).save(mixed / "images" / "b.png")
-    data = loader.DataLoader(mixed, batch_size=3, split=(1.0, 0.0, 0.0), cache=False)
+    data = DataLoader(mixed, batch_size=3, split=(1.0, 0.0, 0.0), cache=False)
     names = ["a", "b", "c"]
     want = reference_batch(data, names, "train", 0, 0)
     assert_batches_equal(data.batch_arrays(names), want)
@@ -91,12 +96,12 @@ def test_streaming_errors_name_the_first_bad_example_in_batch_order(dataset, tmp
     bad = write_dataset(tmp_path / "bad", ["a", "b", "c", "d"], shape=SHAPE)
     write_dataset_json(bad, labels={"dark": 0, "mid": 1, "bright": 2})  # so 7 is no label (not inferred as one)
     np.save(bad / "masks" / "c.npy", np.full(SHAPE, 7, dtype=np.int64))
-    data = loader.DataLoader(bad, batch_size=2, split=(1.0, 0.0, 0.0), cache=False)
+    data = DataLoader(bad, batch_size=2, split=(1.0, 0.0, 0.0), cache=False)
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(bad / "images" / "d.png")  # changed after construction
     np.save(bad / "masks" / "d.npy", np.zeros((64, 64), dtype=np.int64))
-    with pytest.raises(loader.DataError, match=r"masks/c\.npy: value 7 is not in dataset.json labels"):
+    with pytest.raises(DataError, match=r"masks/c\.npy: value 7 is not in dataset.json labels"):
         data.batch_arrays(["a", "c", "d"])
-    with pytest.raises(loader.DataError, match=r"images/d\.png: shape 64x64, but 128x128 when the loader was built"):
+    with pytest.raises(DataError, match=r"images/d\.png: shape 64x64, but 128x128 when the loader was built"):
         data.batch_arrays(["d", "c"])
     with pytest.raises(KeyError, match="no example named 'zz'"):
         data.batch_arrays(["a", "zz", "c"])
@@ -110,7 +115,7 @@ def _batch_checksum(data):
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_batches_in_a_forked_child(dataset):
     """A child forked after the parent assembled batches must not wait on the parent's (absent) threads."""
-    data = loader.DataLoader(dataset, batch_size=8, split=(1.0, 0.0, 0.0))
+    data = DataLoader(dataset, batch_size=8, split=(1.0, 0.0, 0.0))
     expected = _batch_checksum(data)
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.apply_async(_batch_checksum, (data,)).get(timeout=60) == expected
@@ -138,7 +143,7 @@ def test_bench_quick_prints_every_row(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_backbone_bench_prints_one_row_per_backbone_relative_to_the_first():
-    script = loader.PROJECT_DIR / "bench" / "bench_backbones.py"
+    script = PROJECT_DIR / "bench" / "bench_backbones.py"
     done = subprocess.run([sys.executable, str(script), "--backbones", "resnet18", "mobilenetv2", "--steps", "2",
                            "--crop", "64"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

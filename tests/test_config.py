@@ -3,8 +3,8 @@ import argparse
 
 import pytest
 
-import run
-from config import TrainConfig
+from maskpair.cli import train as train_cli
+from maskpair.training.config import TrainConfig
 
 
 def test_lists_become_tuples_and_to_dict_is_json_ready():
@@ -23,8 +23,8 @@ def test_replace_refuses_unknown_settings_and_bad_values():
 
 def test_command_line_options_are_the_config_fields():
     parser = argparse.ArgumentParser()
-    run.add_config_arguments(parser)
+    train_cli.add_config_arguments(parser)
     args = parser.parse_args(["--epochs", "3", "--crop", "None", "--decoder-filters", "[8,8,8,8,8]", "--backbone", "resnet34"])
-    config = run.config_from_arguments(args)
+    config = train_cli.config_from_arguments(args)
     assert config == TrainConfig(epochs=3, crop=None, decoder_filters=(8, 8, 8, 8, 8), backbone="resnet34")
-    assert run.config_from_arguments(parser.parse_args([])) == TrainConfig()
+    assert train_cli.config_from_arguments(parser.parse_args([])) == TrainConfig()

@@ -3,13 +3,13 @@ recognised, the properties other modules rely on, and the JSON it writes back.""
 import json
 
 import pytest
-
-import description
-from description import IGNORE_INDEX, DatasetDescription, read_declared
-from errors import DataError
 from synthetic import write_dataset_json
 
-SPINE_JSON = description.Path(__file__).resolve().parents[1] / "data" / "spine-mri.dataset.json"
+from maskpair.data.description import IGNORE_INDEX, DatasetDescription, read_declared
+from maskpair.data.fetch import EXAMPLE_DESCRIPTION
+from maskpair.errors import DataError
+
+SPINE_JSON = EXAMPLE_DESCRIPTION
 
 
 def street(**overrides) -> DatasetDescription:

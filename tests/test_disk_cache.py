@@ -9,10 +9,19 @@ import time
 
 import numpy as np
 import pytest
+from synthetic import (
+    derive_mask,
+    make_image,
+    write_array,
+    write_dataset,
+    write_dataset_json,
+    write_layout,
+)
 
-import disk_cache
-import loader
-from synthetic import derive_mask, make_image, write_array, write_dataset, write_dataset_json, write_layout
+from maskpair.data import disk_cache, inspection, reading, stores
+from maskpair.data.loader import DataLoader
+from maskpair.data.reading import read_pair
+from maskpair.errors import DataError
 
 LABELS = {"dark": 0, "mid": 1, "bright": 2}
 
@@ -26,15 +35,14 @@ def dataset(tmp_path):
 
 @pytest.fixture
 def decodes(monkeypatch):
-    """Counts the pairs decoded (loader.read_pair calls) from now on."""
+    """Counts the pairs decoded (read_pair calls) from now on."""
     calls = []
-    read_pair = loader.read_pair
-    monkeypatch.setattr(loader, "read_pair", lambda *args: calls.append(args[0]) or read_pair(*args))
+    monkeypatch.setattr(stores, "read_pair", lambda *args: calls.append(args[0]) or read_pair(*args))
     return calls
 
 
 def open_disk(root, **options):
-    return loader.DataLoader(root, batch_size=2, cache="disk", cache_dir=root.parent / "cache", **options)
+    return DataLoader(root, batch_size=2, cache="disk", cache_dir=root.parent / "cache", **options)
 
 
 def keys(folder):
@@ -52,11 +60,11 @@ def assert_same_batches(a, b, split="val"):
 
 def test_default_folder_is_beside_the_data_and_nothing_is_written_inside(dataset):
     before = sorted(path.relative_to(dataset) for path in dataset.rglob("*"))
-    data = loader.DataLoader(dataset, batch_size=2, cache="disk")
+    data = DataLoader(dataset, batch_size=2, cache="disk")
     assert disk_cache.default_folder(dataset) == dataset.parent / "d.cache"
     assert len(keys(dataset.parent / "d.cache")) == 1
     assert sorted(path.relative_to(dataset) for path in dataset.rglob("*")) == before
-    assert_same_batches(data, loader.DataLoader(dataset, batch_size=2))
+    assert_same_batches(data, DataLoader(dataset, batch_size=2))
 
 
 def test_reopening_reads_no_file_and_gives_the_same_loader(dataset, monkeypatch):
@@ -65,8 +73,10 @@ def test_reopening_reads_no_file_and_gives_the_same_loader(dataset, monkeypatch)
     def refuse(*args, **kwargs):
         raise AssertionError("a file was read on reopening")
 
-    for reader in ("read_pair", "read_header", "read_image", "read_mask_values"):
-        monkeypatch.setattr(loader, reader, refuse)
+    for module in (stores, inspection, reading):  # wherever a reader is looked up
+        for reader in ("read_pair", "read_header", "read_image", "read_mask_values"):
+            if hasattr(module, reader):
+                monkeypatch.setattr(module, reader, refuse)
     again = open_disk(dataset, augment=True)
     assert (again.description, again.sizes, again.names, again.splits) == (
         built.description, built.sizes, built.names, built.splits)
@@ -115,23 +125,23 @@ def test_a_changed_file_or_description_rebuilds(dataset, decodes, change):
     assert len(keys(dataset.parent / "cache")) == 1  # the old key is deleted
     if change == "dataset.json":
         assert data.labels == ("low", "middle", "high")
-    assert_same_batches(data, loader.DataLoader(dataset, batch_size=2))
+    assert_same_batches(data, DataLoader(dataset, batch_size=2))
 
 
 def test_an_interrupted_build_leaves_nothing_usable_and_the_next_open_builds(dataset, monkeypatch, decodes):
-    read_pair = loader.read_pair
+    counting = stores.read_pair  # the `decodes` fixture's
 
     def interrupted(*args):
         if len(decodes) == 5:
             raise KeyboardInterrupt
-        return read_pair(*args)
+        return counting(*args)
 
-    monkeypatch.setattr(loader, "read_pair", interrupted)
+    monkeypatch.setattr(stores, "read_pair", interrupted)
     with pytest.raises(KeyboardInterrupt):
         open_disk(dataset)
     assert keys(dataset.parent / "cache") == []  # the partial build is removed, not renamed
-    monkeypatch.setattr(loader, "read_pair", read_pair)
-    assert_same_batches(open_disk(dataset), loader.DataLoader(dataset, batch_size=2))
+    monkeypatch.setattr(stores, "read_pair", read_pair)
+    assert_same_batches(open_disk(dataset), DataLoader(dataset, batch_size=2))
 
 
 def test_a_killed_build_and_a_truncated_cache_are_never_used(dataset, decodes):
@@ -147,13 +157,13 @@ def test_a_killed_build_and_a_truncated_cache_are_never_used(dataset, decodes):
     again = open_disk(dataset)
     assert len(decodes) == 20  # rebuilt
     assert keys(folder) == [key]  # the killed build's folder is removed too
-    assert_same_batches(again, loader.DataLoader(dataset, batch_size=2))
+    assert_same_batches(again, DataLoader(dataset, batch_size=2))
 
 
 def test_every_bad_pair_is_reported_and_nothing_is_kept(dataset):
     np.save(dataset / "masks" / "2.npy", np.full((32, 32), 7, np.int64))
     np.save(dataset / "masks" / "6.npy", np.full((32, 32), 9, np.int64))
-    with pytest.raises(loader.DataError) as err:
+    with pytest.raises(DataError) as err:
         open_disk(dataset)
     assert [line.split(":")[0] for line in err.value.problems] == ["masks/2.npy", "masks/6.npy"]
     assert keys(dataset.parent / "cache") == []
@@ -166,7 +176,7 @@ def test_memory_disk_and_streaming_give_the_same_batches(tmp_path, layout):
         write_array(root / "images" / "1.png", np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60)
         (root / "images" / "2.png").unlink()
         np.save(root / "images" / "2.npy", np.full((32, 32, 1), 0.25, np.float32))
-    loaders = [loader.DataLoader(root, batch_size=3, cache=cache, augment=True,
+    loaders = [DataLoader(root, batch_size=3, cache=cache, augment=True,
                                  cache_dir=tmp_path / "cache" if cache == "disk" else None)
                for cache in (True, "disk", False)]
     assert loaders[1].compact_image_dtype("val") == (np.float32 if layout == "deep" else np.uint8)
@@ -182,21 +192,22 @@ def test_a_pickled_disk_loader_maps_the_files_again(dataset):
     data = open_disk(dataset)
     image_bytes = (next((dataset.parent / "cache").iterdir()) / "images.bin").stat().st_size
     copy = pickle.loads(pickle.dumps(data))
-    assert len(pickle.dumps(data._disk)) < image_bytes / 4
+    assert len(pickle.dumps(data.store)) < image_bytes / 4
     assert_same_batches(data, copy)
 
 
 def test_cache_options_are_checked(dataset):
     with pytest.raises(ValueError, match="cache must be True"):
-        loader.DataLoader(dataset, cache="memory")
+        DataLoader(dataset, cache="memory")
     with pytest.raises(ValueError, match="cache_dir is used only with cache=\"disk\""):
-        loader.DataLoader(dataset, cache=True, cache_dir=dataset.parent / "cache")
+        DataLoader(dataset, cache=True, cache_dir=dataset.parent / "cache")
 
 
 ANON_SCRIPT = """
 import json, sys
 from pathlib import Path
-import loader
+
+from maskpair import DataLoader
 
 def status(field):
     return next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
@@ -204,7 +215,7 @@ def status(field):
 
 root, cache_dir = sys.argv[1:]
 base = {field: status(field) for field in ("RssAnon", "RssFile")}
-data = loader.DataLoader(root, batch_size=16, split=(1.0, 0.0, 0.0), cache="disk", cache_dir=cache_dir)
+data = DataLoader(root, batch_size=16, split=(1.0, 0.0, 0.0), cache="disk", cache_dir=cache_dir)
 peak = 0
 for compact in (False, True):
     for epoch, step, names in data.iter_epochs("train", epochs=1):
@@ -230,7 +241,7 @@ def write_many(root, n_pairs, shape):
 @pytest.mark.slow
 def test_reading_an_epoch_keeps_anonymous_memory_flat(tmp_path):
     root = write_many(tmp_path / "big", 2000, (256, 256))
-    loader.DataLoader(root, batch_size=16, cache="disk", cache_dir=tmp_path / "cache")  # built here
+    DataLoader(root, batch_size=16, cache="disk", cache_dir=tmp_path / "cache")  # built here
     data_bytes = 2000 * 256 * 256 * 2
     done = subprocess.run([sys.executable, "-c", ANON_SCRIPT, str(root), str(tmp_path / "cache")],
                           capture_output=True, text=True, timeout=600)
@@ -243,10 +254,10 @@ def test_reading_an_epoch_keeps_anonymous_memory_flat(tmp_path):
 @pytest.mark.slow
 def test_reopening_thousands_of_pairs_is_quick(tmp_path, monkeypatch):
     root = write_many(tmp_path / "many", 4000, (16, 16))
-    loader.DataLoader(root, batch_size=16, cache="disk", cache_dir=tmp_path / "cache")
-    monkeypatch.setattr(loader, "read_header", None)  # reopening must not read a header
+    DataLoader(root, batch_size=16, cache="disk", cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(inspection, "read_header", None)  # reopening must not read a header
     start = time.perf_counter()
-    data = loader.DataLoader(root, batch_size=16, cache="disk", cache_dir=tmp_path / "cache")
+    data = DataLoader(root, batch_size=16, cache="disk", cache_dir=tmp_path / "cache")
     seconds = time.perf_counter() - start
     assert len(data.names) == 4000
     assert seconds < 2.0, seconds  # 20,000 pairs in 2 s is the target: 5x the budget per pair, for a busy machine

@@ -13,14 +13,15 @@ import types
 from pathlib import Path
 
 import pytest
-
-import fit
-import loader
-import model as unet
-import run
-import train
-from config import TrainConfig
+from conftest import CLI
 from synthetic import write_dataset
+
+from maskpair.cli import notebooks as notebooks_cli
+from maskpair.cli import train as train_cli
+from maskpair.data.files import natural_key
+from maskpair.training import fit, train
+from maskpair.training import model as unet
+from maskpair.training.config import TrainConfig
 
 tf = unet.tf
 
@@ -30,8 +31,8 @@ def test_shards_are_every_nth_name_in_natural_order_disjoint_and_together_the_sp
     shards = [train.shard_names(names, 3, k) for k in range(3)]
     assert shards == [["1", "5", "11"], ["2", "7"], ["3", "10"]]
     assert [train.shard_names(names[::-1], 3, k) for k in range(3)] == shards  # whatever order a machine lists
-    assert sorted(sum(shards, []), key=loader.natural_key) == sorted(names, key=loader.natural_key)
-    assert train.shard_names(names, 1, 0) == sorted(names, key=loader.natural_key)
+    assert sorted(sum(shards, []), key=natural_key) == sorted(names, key=natural_key)
+    assert train.shard_names(names, 1, 0) == sorted(names, key=natural_key)
     with pytest.raises(ValueError, match=r"worker must be in 0\.\.2, got 3"):
         train.shard_names(names, 3, 3)
 
@@ -56,7 +57,7 @@ def test_the_global_batch_divides_among_replicas_or_fails_clearly():
 
 
 def test_local_tf_configs_describe_one_cluster_on_distinct_loopback_ports():
-    configs = [json.loads(text) for text in run.local_tf_configs(3)]
+    configs = [json.loads(text) for text in train_cli.local_tf_configs(3)]
     cluster = configs[0]["cluster"]
     assert all(c["cluster"] == cluster for c in configs) and [c["task"] for c in configs] == [
         {"type": "worker", "index": k} for k in range(3)]
@@ -66,9 +67,9 @@ def test_local_tf_configs_describe_one_cluster_on_distinct_loopback_ports():
 def test_local_workers_run_train_with_the_settings_given_and_no_local_workers_option():
     args = argparse.Namespace(command="train", data_dir=Path("data"), out=Path("out"), local_workers=2,
                               backbone="vgg16", crop=None, decoder_filters=(16, 8), learning_rate=0.5)
-    command = run.worker_command(args)
-    assert command[1:] == [str(Path(run.__file__).resolve()), "train", "data", "--out", "out", *command[6:]]
-    given = {option: run.parse_value(text) for option, text in zip(command[6::2], command[7::2])}
+    command = train_cli.worker_command(args)
+    assert command[1:] == ["-m", "maskpair", "train", "data", "--out", "out", *command[7:]]
+    given = {option: notebooks_cli.parse_value(text) for option, text in zip(command[7::2], command[8::2])}
     assert given == {"--backbone": "vgg16", "--crop": None, "--decoder-filters": (16, 8), "--learning-rate": 0.5}
 
 
@@ -85,7 +86,7 @@ STAND_IN = textwrap.dedent("""
 
 
 def test_local_workers_all_run_and_the_others_lines_are_prefixed(capfd):
-    assert run.run_local_workers([sys.executable, "-c", STAND_IN, "ok"], 3) == 0
+    assert train_cli.run_local_workers([sys.executable, "-c", STAND_IN, "ok"], 3) == 0
     out = capfd.readouterr().out
     assert re.search(r"^index 0 pid \d+$", out, re.M)
     assert re.search(r"^\[worker 1\] index 1 pid", out, re.M) and re.search(r"^\[worker 2\] index 2 pid", out, re.M)
@@ -93,7 +94,7 @@ def test_local_workers_all_run_and_the_others_lines_are_prefixed(capfd):
 
 def test_a_failing_local_worker_stops_the_others_and_fails_the_run(capfd):
     start = time.monotonic()
-    assert run.run_local_workers([sys.executable, "-c", STAND_IN, "fail"], 2) == 1
+    assert train_cli.run_local_workers([sys.executable, "-c", STAND_IN, "fail"], 2) == 1
     assert time.monotonic() - start < 60  # worker 0 would have slept 120 s
     captured = capfd.readouterr()
     assert "worker 1 failed (exit code 3); the other workers were stopped" in captured.err
@@ -111,7 +112,7 @@ def test_two_local_workers_train_one_epoch_to_identical_weights_on_disjoint_shar
     settings = {"epochs": 1, "crop": None, "passes_per_epoch": 1, "largest_structure": "off", "flip_average": False,
                 "backbone": "vgg16"}
     options = [text for name, value in settings.items() for text in (f"--{name.replace('_', '-')}", str(value))]
-    result = subprocess.run([sys.executable, "-m", "run", "train", str(data_dir), "--out", str(out),
+    result = subprocess.run([*CLI, "train", str(data_dir), "--out", str(out),
                              "--local-workers", "2", *options], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -125,7 +126,7 @@ def test_two_local_workers_train_one_epoch_to_identical_weights_on_disjoint_shar
     shards = metrics["shards"]
     assert metrics["workers"] == 2 and set(shards) == {"0", "1"}
     assert not set(shards["0"]) & set(shards["1"])
-    assert sorted(shards["0"] + shards["1"], key=loader.natural_key) == splits["train"]
+    assert sorted(shards["0"] + shards["1"], key=natural_key) == splits["train"]
     assert [done[k][0] for k in (0, 1)] == [len(shards["0"]), len(shards["1"])]  # each trained on its own shard
     assert metrics["dataset"]["splits"]["train"] == len(splits["train"]) and metrics["config"]["batch_size"] == 4
     # the chief's saved model is the weights both workers reported

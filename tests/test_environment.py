@@ -1,12 +1,11 @@
 """The environment: requirements.txt pinned and the single source, environment.yml in step, legacy Keras wired."""
 import re
-import tomllib
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 
 import yaml
-
 from conftest import PROJECT_DIR
 
 REQUIRED = {"tensorflow-cpu": "2.21.0", "tf-keras": "2.21.0", "segmentation-models": "1.0.1"}
@@ -55,7 +54,7 @@ def test_installed_versions_match_the_pins():
 
 def test_segmentation_models_runs_on_legacy_keras_in_a_fresh_process():
     # from another folder: the project is installed, no sys.path needed; nothing imported first by hand
-    code = ("import model; tf = model.tf; "
+    code = ("from maskpair.training import model; tf = model.tf; "
             "m = model.build_model(n_channels=3, n_classes=4); "
             "print(tf.keras.layers.Layer.__module__.split('.')[0], m.output_shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
@@ -66,15 +65,18 @@ def test_segmentation_models_runs_on_legacy_keras_in_a_fresh_process():
 
 
 def test_legacy_keras_refuses_a_process_that_bound_keras_3_first():
-    code = ("import tensorflow as tf; tf.keras.layers; import legacy_keras\n"
+    code = ("import tensorflow as tf; tf.keras.layers; from maskpair.training import legacy_keras\n"
             "try:\n    legacy_keras.import_tensorflow()\nexcept RuntimeError as err:\n    print('refused:', err)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={"PATH": "/usr/bin:/bin"})  # TF_USE_LEGACY_KERAS unset, as for a new user
     assert "refused: TensorFlow was imported with Keras 3 before legacy_keras" in out.stdout, out.stderr[-2000:]
 
 
-def test_every_module_is_installed_and_nothing_edits_sys_path():
-    listed = set(tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"])
-    assert listed == {path.stem for path in PROJECT_DIR.glob("*.py")}
-    for path in [*PROJECT_DIR.glob("*.py"), *(PROJECT_DIR / "tests").glob("*.py"), *(PROJECT_DIR / "notebooks").glob("*.ipynb")]:
+def test_one_package_and_loader_are_installed_and_nothing_edits_sys_path():
+    """Only `maskpair` and the thin `loader.py` are installed: a user's own config.py, model.py, ... shadows nothing."""
+    setuptools = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["py-modules"] == ["loader"] and setuptools["packages"]["find"]["include"] == ["maskpair*"]
+    assert {path.stem for path in PROJECT_DIR.glob("*.py")} == {"loader"}
+    for path in [*PROJECT_DIR.glob("*.py"), *(PROJECT_DIR / "maskpair").rglob("*.py"), *(PROJECT_DIR / "tests").glob("*.py"),
+                 *(PROJECT_DIR / "notebooks").glob("*.ipynb")]:
         assert "sys.path" + ".insert" not in path.read_text(), path  # (spelled in two parts so this file passes)

@@ -7,14 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-import evaluate
-import predict
+from maskpair import evaluate
+from maskpair.training import predict
 
 CLASSES = ("background", "a", "b")
 
 
 def test_importing_evaluation_prediction_and_figures_starts_no_tensorflow():
-    code = "import sys, evaluate, predict, figures, config; print('tensorflow' in sys.modules)"
+    code = ("import sys, maskpair; from maskpair import evaluate, figures, audit, review, label_issues; "
+            "from maskpair.training import predict, config; print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 

@@ -1,10 +1,16 @@
 """explore: stored formats read from headers, per-class counts, presence and fractions, intensity histograms."""
 import numpy as np
 import pytest
+from synthetic import (
+    derive_mask,
+    make_image,
+    write_dataset,
+    write_dataset_json,
+    write_layout,
+)
 
-import explore
-import loader
-from synthetic import derive_mask, make_image, write_dataset, write_dataset_json, write_layout
+from maskpair import explore
+from maskpair.data.loader import DataLoader
 
 LABELS = ("background", "disc", "vertebra")
 
@@ -13,7 +19,7 @@ LABELS = ("background", "disc", "vertebra")
 def data(tmp_path):
     root = write_dataset(tmp_path, ["a", "b", "c"])
     write_dataset_json(root, labels=dict(zip(LABELS, range(3))))
-    return loader.DataLoader(root, batch_size=1)
+    return DataLoader(root, batch_size=1)
 
 
 def test_inventory_reports_stored_formats_and_counts(data):
@@ -40,7 +46,7 @@ def test_intensity_histograms_separate_the_classes(data):
 
 
 def test_ignore_pixels_are_counted_apart_and_presence_counts_examples(tmp_path):
-    data = loader.DataLoader(write_layout(tmp_path, "rgb_ignore"), batch_size=1)
+    data = DataLoader(write_layout(tmp_path, "rgb_ignore"), batch_size=1)
     rows = explore.inventory(data)
     assert any(row["ignore"] for row in rows)
     fractions = explore.class_fractions(data)

@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 from synthetic import IGNORE_INDEX, write_blobs, write_dataset_json, write_layout
 
-import label_issues as li
-import loader
-import run
+from maskpair import cli
+from maskpair.data.loader import DataLoader
+from maskpair.errors import DataError
+from maskpair.label_issues import planting
+from maskpair.label_issues import rank as li
 
 CLASSES = ("background", "disc", "vertebra")
 
@@ -92,8 +94,8 @@ def test_a_structure_labelled_as_another_class_is_a_wrong_class():
 
 def test_a_mask_drawn_a_few_pixels_too_large_is_a_boundary_problem_and_one_pixel_is_outline_noise():
     truth = spine()
-    three = li.dilate_labels(truth, 3)
-    one = li.dilate_labels(truth, 1)
+    three = planting.dilate_labels(truth, 3)
+    one = planting.dilate_labels(truth, 1)
     entry, _ = score(three, truth)
     assert entry["kind"] == "boundary" and entry["flagged"] and worst_class(entry) < 0.9
     assert entry["classes"]["vertebra"]["disagreement_px"]["boundary"] > 0
@@ -181,38 +183,38 @@ def test_suspicion_ranks_by_the_more_suspicious_measure_ties_by_both():
 def test_erase_structure_keeps_the_class_elsewhere_and_removes_exactly_one_structure():
     truth = spine()
     for seed in range(5):
-        erased = li.erase_structure(truth, np.random.default_rng(seed))
+        erased = planting.erase_structure(truth, np.random.default_rng(seed))
         removed = (truth != erased)
         assert set(np.unique(erased)) == {0, 1, 2} and (erased[removed] == 0).all()
-        assert len(li.foreground_structures(erased)) == len(li.foreground_structures(truth)) - 1
+        assert len(planting.foreground_structures(erased)) == len(planting.foreground_structures(truth)) - 1
     single = square(np.zeros((32, 32), np.uint8), 10, 10, 6, 1)
-    assert li.erase_structure(single, np.random.default_rng(0)) is None  # its class would be gone
+    assert planting.erase_structure(single, np.random.default_rng(0)) is None  # its class would be gone
 
 
 def test_relabel_structure_gives_one_structure_another_foreground_class():
     truth = spine()
-    relabelled = li.relabel_structure(truth, np.random.default_rng(1), 3)
+    relabelled = planting.relabel_structure(truth, np.random.default_rng(1), 3)
     changed = truth != relabelled
     assert changed.any() and set(np.unique(relabelled[changed])) <= {1, 2}
     assert (relabelled[changed] != truth[changed]).all() and (truth[changed] > 0).all()
-    assert li.relabel_structure(truth, np.random.default_rng(1), 2) is None  # one foreground class only
+    assert planting.relabel_structure(truth, np.random.default_rng(1), 2) is None  # one foreground class only
 
 
 def test_dilate_labels_grows_into_background_only():
     truth = spine()
     truth[:, :4] = IGNORE_INDEX
     truth[30:38, 17:20] = IGNORE_INDEX
-    grown = li.dilate_labels(truth, 3)
+    grown = planting.dilate_labels(truth, 3)
     assert (grown[truth > 0] == truth[truth > 0]).all()  # labels and ignore stay
     assert (grown[6:14, 36:39] == 2).all() and (grown[6:14, 39] == 0).all()  # 3 px to the right, not 4
-    assert li.dilate_labels(np.zeros((8, 8), np.uint8), 3) is None
+    assert planting.dilate_labels(np.zeros((8, 8), np.uint8), 3) is None
 
 
 def test_delete_lowest_removes_the_lowest_structures():
     truth = spine()
-    cut = li.delete_lowest(truth, 2)
+    cut = planting.delete_lowest(truth, 2)
     assert (cut[38:] == 0).all() and (cut[:38] == truth[:38]).all()
-    assert li.delete_lowest(truth, 6) is None  # would leave no disc
+    assert planting.delete_lowest(truth, 6) is None  # would leave no disc
 
 
 def write_spines(root, n: int, values=(0, 100, 200), ignore=None):
@@ -234,9 +236,9 @@ def write_spines(root, n: int, values=(0, 100, 200), ignore=None):
 
 def test_plant_errors_writes_a_readable_copy_with_one_error_per_planted_example(tmp_path):
     root = write_spines(tmp_path / "spines", 10, ignore=255)
-    planted = li.plant_errors(root, tmp_path / "copy", per_kind=2, seed=3)
-    assert sorted(planted.values()) == sorted(li.PLANTED_ERRORS * 2)
-    original, copy = loader.DataLoader(root), loader.DataLoader(tmp_path / "copy")
+    planted = planting.plant_errors(root, tmp_path / "copy", per_kind=2, seed=3)
+    assert sorted(planted.values()) == sorted(planting.PLANTED_ERRORS * 2)
+    original, copy = DataLoader(root), DataLoader(tmp_path / "copy")
     assert copy.description.labels == original.description.labels
     for name in original.names:
         before, after = original.get_mask(name), copy.get_mask(name)
@@ -249,8 +251,8 @@ def test_plant_errors_writes_a_readable_copy_with_one_error_per_planted_example(
 
 def test_plant_errors_says_which_error_a_dataset_cannot_take(tmp_path):
     root = write_spines(tmp_path / "spines", 5)
-    with pytest.raises(loader.DataError, match="only 1 examples can take a planted 'dilated mask' \\(2 asked\\)"):
-        li.plant_errors(root, tmp_path / "copy", per_kind=2)
+    with pytest.raises(DataError, match="only 1 examples can take a planted 'dilated mask' \\(2 asked\\)"):
+        planting.plant_errors(root, tmp_path / "copy", per_kind=2)
 
 
 # ---------------------------------------------------------------- ranking a dataset (a stand-in model)
@@ -260,7 +262,7 @@ def stand_in_model(truths: dict, stop_after: int | None = None):
     """An out_of_fold_probabilities stand-in whose "model" is sure of `truths` (the masks before planting);
     with stop_after it is interrupted (KeyboardInterrupt) after that many examples."""
     def out_of_fold(data_dir, config, folds, reports=None, progress=True):
-        data = loader.DataLoader(data_dir)
+        data = DataLoader(data_dir)
         for k, name in enumerate(data.names):
             if k == stop_after:
                 raise KeyboardInterrupt
@@ -274,8 +276,8 @@ def stand_in_model(truths: dict, stop_after: int | None = None):
 def planted_spines(tmp_path):
     """(root of a copy of 12 spine pairs with one error of each planted kind, {name: error}, original masks)."""
     original = write_spines(tmp_path / "spines", 12, ignore=255)
-    planted = li.plant_errors(original, tmp_path / "planted", per_kind=1, seed=0)
-    data = loader.DataLoader(original)
+    planted = planting.plant_errors(original, tmp_path / "planted", per_kind=1, seed=0)
+    data = DataLoader(original)
     return tmp_path / "planted", planted, {name: data.get_mask(name) for name in data.names}
 
 
@@ -346,7 +348,7 @@ def test_cli_bad_data_gives_one_line_per_problem_and_exit_1_before_any_training(
     root = write_spines(tmp_path / "spines", 6)
     for name in ("case1", "case3"):
         Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / f"{name}.png")  # not the image's size
-    assert run.main(["label-issues", str(root), "--out", str(tmp_path / "out")]) == 1
+    assert cli.main(["label-issues", str(root), "--out", str(tmp_path / "out")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "case1" in lines[0] and "case3" in lines[1], lines
     assert not (tmp_path / "out" / "label_issues.json").exists()
@@ -354,11 +356,11 @@ def test_cli_bad_data_gives_one_line_per_problem_and_exit_1_before_any_training(
 
 def test_cli_refuses_too_many_or_too_few_folds(tmp_path, capsys):
     root = write_spines(tmp_path / "spines", 3)  # 2 folds: 2 test, 1 val (20%, rounded) and no train examples
-    assert run.main(["label-issues", str(root), "--out", str(tmp_path / "out"), "--folds", "2"]) == 1
+    assert cli.main(["label-issues", str(root), "--out", str(tmp_path / "out"), "--folds", "2"]) == 1
     assert capsys.readouterr().err.strip() == (f"{root}: 3 examples are too few for 2 folds (fold 0 would have no "
                                                "train examples)")
     with pytest.raises(SystemExit) as stop:
-        run.main(["label-issues", str(root), "--folds", "1"])
+        cli.main(["label-issues", str(root), "--folds", "1"])
     assert stop.value.code == 2 and "--folds must be at least 2, got 1" in capsys.readouterr().err
 
 
@@ -369,16 +371,16 @@ def test_cli_refuses_too_many_or_too_few_folds(tmp_path, capsys):
 @pytest.mark.parametrize("layout", ["rgb_ignore", "mixed_sizes"])
 def test_the_command_ranks_datasets_of_other_layouts_classes_and_sizes(layout, tmp_path, capsys):
     """RGB street-like scenes with 11 classes and ignore in own folder names; gray images of mixed sizes:
-    `run.py label-issues` trains (one short epoch a fold, a progress bar each) and ranks every example, each
+    `maskpair label-issues` trains (one short epoch a fold, a progress bar each) and ranks every example, each
     out-of-fold map at its image's size. (Reading the other layouts is the loader's job, tested there.)"""
     root = write_layout(tmp_path / layout, layout, n=12)
     out = tmp_path / "out"
-    assert run.main(["label-issues", str(root), "--out", str(out), "--folds", "2", "--epochs", "1"]) == 0
+    assert cli.main(["label-issues", str(root), "--out", str(out), "--folds", "2", "--epochs", "1"]) == 0
     printed = capsys.readouterr()
     assert f"done: label_issues.json, pictures/ and predictions/ are in {out}/" in printed.out
     assert re.search(r"fold 2/2: 100%.*1/1 \[", printed.err), printed.err[-2000:]
     report = json.loads((out / "label_issues.json").read_text())
-    data = loader.DataLoader(root)
+    data = DataLoader(root)
     assert report["labels"] == list(data.labels)
     assert sorted(e["name"] for e in report["examples"]) == sorted(data.names)
     assert [e["rank"] for e in report["examples"]] == list(range(1, 13))
@@ -395,7 +397,7 @@ def test_real_out_of_fold_training_ranks_planted_errors_on_top_of_data_nothing_w
     """Two folds of the real UNet (short training) on generated scenes of round structures: the four planted
     errors (one of each kind) rank at the top of label_issues.json."""
     root = write_blobs(tmp_path / "blobs", n=16)
-    planted = li.plant_errors(root, tmp_path / "planted", per_kind=1, seed=0)
+    planted = planting.plant_errors(root, tmp_path / "planted", per_kind=1, seed=0)
     config = li.label_issue_config(epochs=10, patience=10, crop=None, passes_per_epoch=10)
     report = li.find_label_issues(tmp_path / "planted", tmp_path / "out", folds=2, config=config, planted=planted,
                                   progress=False)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import losses
+from maskpair.training import losses
 
 tf = losses.tf
 

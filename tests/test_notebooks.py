@@ -6,15 +6,17 @@ import re
 import nbformat
 import pytest
 
-import run
-from config import TrainConfig
+from maskpair import cli
+from maskpair.cli import notebooks as notebooks_cli
+from maskpair.data.loader import DataLoader
+from maskpair.training.config import TrainConfig
 
 NOISE = re.compile(r"cuInit|cuda|oneDNN|absl::|I0000|W0000|E0000|Could not find|TF-TRT|rebuild TensorFlow", re.I)
 MARK = "# NBVAL_CHECK_OUTPUT"
 
 
 def notebook(name):
-    return nbformat.read(run.NOTEBOOK_DIR / name, as_version=4)
+    return nbformat.read(notebooks_cli.NOTEBOOK_DIR / name, as_version=4)
 
 
 def parameters_of(nb) -> dict:
@@ -40,13 +42,13 @@ def noise_in(nb) -> list[str]:
 
 
 def test_no_notebook_reads_the_environment_or_edits_sys_path():
-    for path in run.notebook_paths():
+    for path in notebooks_cli.notebook_paths():
         sources = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
         assert "os.environ" not in sources and "getenv" not in sources and "sys.path" not in sources, path.name
 
 
 def test_parameters_cells_hold_literals_and_at_most_twelve_settings():
-    for path in run.notebook_paths():
+    for path in notebooks_cli.notebook_paths():
         cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
         names = re.findall(r"^(\w+) = ", cell.source, flags=re.M)
         assert 3 <= len(names) <= 12, (path.name, names)
@@ -66,7 +68,7 @@ def test_training_notebook_defaults_are_trainconfig_defaults():
 def test_training_notebook_smoke_run_is_quiet_and_writes_metrics(example_data, tmp_path):
     out = tmp_path / "04"
     executed = tmp_path / "04_train_unet.ipynb"
-    run.execute_notebook(run.NOTEBOOK_DIR / "04_train_unet.ipynb", executed,
+    notebooks_cli.execute_notebook(notebooks_cli.NOTEBOOK_DIR / "04_train_unet.ipynb", executed,
                          {"data_dir": str(example_data), "output_dir": str(out), "epochs": 2})
     nb = nbformat.read(executed, as_version=4)
     assert not noise_in(nb), noise_in(nb)
@@ -87,18 +89,16 @@ def test_training_notebook_smoke_run_is_quiet_and_writes_metrics(example_data, t
 @pytest.mark.parametrize("layout", ["em", "rgb_ignore", "nnunet", "mixed_sizes"])
 def test_every_notebook_runs_on_other_datasets_with_only_data_dir_and_epochs(layout, tmp_path, capsys):
     """Each layout a user may bring (0/255 gray in image/ + label/; RGB with 11 classes and ignore in train/ +
-    trainannot/; nnU-Net raw; mixed sizes), all four notebooks as a user runs them, `run.py notebooks -p epochs 1`
-    (epochs reaches notebook 04 only; results land where run.py says)."""
+    trainannot/; nnU-Net raw; mixed sizes), all four notebooks as a user runs them, `maskpair notebooks -p epochs 1`
+    (epochs reaches notebook 04 only; results land where the command says)."""
     import numpy as np
-
-    import loader
     from synthetic import write_layout
 
     data_dir = write_layout(tmp_path / layout, layout, n=12)
-    classes = loader.DataLoader(data_dir, batch_size=1).labels
-    assert run.main(["notebooks", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "-p", "epochs", "1"]) == 0
+    classes = DataLoader(data_dir, batch_size=1).labels
+    assert cli.main(["notebooks", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "-p", "epochs", "1"]) == 0
     assert "running 04_train_unet.ipynb -> " in capsys.readouterr().out
-    for path in run.notebook_paths():
+    for path in notebooks_cli.notebook_paths():
         nb = nbformat.read(tmp_path / "out" / path.name, as_version=4)
         assert not noise_in(nb), (path.name, noise_in(nb))
         assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
@@ -106,6 +106,6 @@ def test_every_notebook_runs_on_other_datasets_with_only_data_dir_and_epochs(lay
     results = tmp_path / "out" / "04_train_unet"
     metrics = json.loads((results / "metrics.json").read_text())
     assert list(metrics["dice"]) == list(classes) and metrics["training"]["epochs_run"] == 1
-    data = loader.DataLoader(data_dir, batch_size=1)
+    data = DataLoader(data_dir, batch_size=1)
     predictions = sorted((results / "predictions").glob("*.npy"))
     assert predictions and all(np.load(p).shape == data.get_mask(p.stem).shape for p in predictions)

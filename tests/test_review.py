@@ -1,4 +1,4 @@
-"""review.py / verdicts.py: the durable verdict log (kill test, undo, O(1) append), drawing, the example list,
+"""The review: the durable verdict log (kill test, undo, O(1) append), drawing, the example list,
 and the review app's actions and callbacks, without a browser (tests/test_browser.py drives the real one)."""
 import csv
 import json
@@ -15,12 +15,17 @@ import pytest
 from PIL import Image
 from synthetic import write_dataset, write_layout
 
-import audit
-import loader
-import review
-import verdicts
-from review import ReviewApp, ReviewLog, View
-from review_image import ReviewImage
+from maskpair import audit
+from maskpair.data import stores
+from maskpair.data.reading import read_pair
+from maskpair.errors import DataError
+from maskpair.review import app as review_app
+from maskpair.review import log as review_log
+from maskpair.review import render
+from maskpair.review.app import ReviewApp
+from maskpair.review.log import ReviewLog
+from maskpair.review.picture import ReviewImage
+from maskpair.review.render import View
 
 # ---------------------------------------------------------------- the verdict log
 
@@ -45,7 +50,7 @@ def test_log_refuses_unknown_verdicts(tmp_path):
 
 
 def test_records_carry_reviewer_and_a_timezone_aware_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(verdicts.getpass, "getuser", lambda: "os-user")
+    monkeypatch.setattr(review_log.getpass, "getuser", lambda: "os-user")
     log = ReviewLog(tmp_path / "v.jsonl")
     log.record("1", "aligned")
     log.record("2", "problem", "cut", reviewer="ana")
@@ -136,7 +141,7 @@ def read_csv(path) -> list[dict]:
 
 
 WRITER = """
-from review import ReviewLog
+from maskpair.review.log import ReviewLog
 log = ReviewLog({path!r})
 for k in range({start}, {start} + 100000):
     log.record(str(k), "problem" if k % 2 else "aligned", 'note, "quoted"\\nline ' + str(k))
@@ -175,7 +180,7 @@ FLAGS = {entry["name"]: entry["flags"] for entry in REPORT["examples"]}
 
 def test_select_names_by_flag_verdict_and_rank():
     names, given = ["a", "b", "c"], {"a": {"verdict": "aligned"}, "c": {"verdict": "problem"}}
-    select = review.select_names
+    select = review_app.select_names
     assert select(names, FLAGS, given, flag="flagged") == ["a", "c"]
     assert select(names, FLAGS, given, flag="not flagged") == ["b"]
     assert select(names, FLAGS, given, flag="misaligned") == ["c"]
@@ -184,24 +189,24 @@ def test_select_names_by_flag_verdict_and_rank():
     assert select(names, FLAGS, given, flag="flagged", verdict="aligned") == ["a"]
     assert select(names, None, given, flag="flagged") == names  # no audit yet: flag filters pass everything
     assert select(names, FLAGS, given, ranks={"c": 1, "a": 7}, max_rank=5) == ["c"]
-    assert review.progress_text(names, {**given, "elsewhere": {}}) == "reviewed 2 / 3"
+    assert review_app.progress_text(names, {**given, "elsewhere": {}}) == "reviewed 2 / 3"
     with pytest.raises(ValueError):
         select(names, FLAGS, given, verdict="odd")
 
 
 def test_sort_names_and_find_name():
     names, given = ["a", "b", "c"], {"a": {"verdict": "aligned"}, "c": {"verdict": "problem"}}
-    assert review.sort_names(names, "flags", FLAGS, given) == ["c", "a", "b"]
-    assert review.sort_names(names, "verdict", FLAGS, given) == ["b", "c", "a"]
-    assert review.sort_names(names, "rank", FLAGS, given, {"c": 1, "b": 2}) == ["c", "b", "a"]
-    assert review.sort_names(names, "name", FLAGS, given, descending=True) == ["c", "b", "a"]
-    assert review.flag_codes(FLAGS["c"]) == ["misaligned", "missing_class"]
+    assert review_app.sort_names(names, "flags", FLAGS, given) == ["c", "a", "b"]
+    assert review_app.sort_names(names, "verdict", FLAGS, given) == ["b", "c", "a"]
+    assert review_app.sort_names(names, "rank", FLAGS, given, {"c": 1, "b": 2}) == ["c", "b", "a"]
+    assert review_app.sort_names(names, "name", FLAGS, given, descending=True) == ["c", "b", "a"]
+    assert review_app.flag_codes(FLAGS["c"]) == ["misaligned", "missing_class"]
     names = ["case_7", "Case_12", "case_120"]
-    assert review.find_name("case_7", names) == "case_7"
-    assert review.find_name(" CASE_12 ", names) == "Case_12"   # case-insensitive, unique
-    assert review.find_name("_120", names) == "case_120"       # a unique part
-    assert review.find_name("case_1", names) is None           # two names contain it
-    assert review.find_name("zz", names) is None
+    assert review_app.find_name("case_7", names) == "case_7"
+    assert review_app.find_name(" CASE_12 ", names) == "Case_12"   # case-insensitive, unique
+    assert review_app.find_name("_120", names) == "case_120"       # a unique part
+    assert review_app.find_name("case_1", names) is None           # two names contain it
+    assert review_app.find_name("zz", names) is None
 
 
 # ---------------------------------------------------------------- drawing
@@ -215,26 +220,26 @@ def square_pair(size=20):
 
 
 def panels(strip, n=3):
-    width = (strip.shape[1] - (n - 1) * review.GAP_PX) // n
-    return [strip[:, k * (width + review.GAP_PX):k * (width + review.GAP_PX) + width] for k in range(n)]
+    width = (strip.shape[1] - (n - 1) * render.GAP_PX) // n
+    return [strip[:, k * (width + render.GAP_PX):k * (width + render.GAP_PX) + width] for k in range(n)]
 
 
 def test_render_fill_outline_hidden_classes_and_ignore():
     image, mask = square_pair()
-    mask[0:3, 0:6] = review.IGNORE_INDEX
-    scale = review.panel_size(20, 20)[0] // 20  # small images are upscaled by a whole factor
-    assert scale * 20 >= review.MIN_PANEL_PX
-    fill = panels(review.render_strip(image, mask, View(opacity=1.0, classes=(1,))))
-    outline = panels(review.render_strip(image, mask, View(outline=True, classes=(1,))))
-    hidden = panels(review.render_strip(image, mask, View(classes=())))
-    colour = tuple(review.class_rgb(1))
+    mask[0:3, 0:6] = render.IGNORE_INDEX
+    scale = render.panel_size(20, 20)[0] // 20  # small images are upscaled by a whole factor
+    assert scale * 20 >= render.MIN_PANEL_PX
+    fill = panels(review_app.render_strip(image, mask, View(opacity=1.0, classes=(1,))))
+    outline = panels(review_app.render_strip(image, mask, View(outline=True, classes=(1,))))
+    hidden = panels(review_app.render_strip(image, mask, View(classes=())))
+    colour = tuple(review_app.class_rgb(1))
     inside, edge = 10 * scale, 5 * scale  # (row, col) pixels at the centre and at the label's top-left edge
     assert tuple(fill[0][inside, inside]) == (100, 100, 100)       # the image panel is the image
     assert tuple(fill[1][inside, inside]) == colour and tuple(fill[2][inside, inside]) == colour
     assert tuple(outline[1][inside, inside]) == (100, 100, 100) and tuple(outline[1][edge, inside]) == colour
     assert tuple(hidden[1][inside, inside]) == (100, 100, 100) and not hidden[2][inside, inside].any()
     ignore_panel = fill[2][0:3 * scale, 0:6 * scale].reshape(-1, 3)
-    assert {tuple(c) for c in ignore_panel} == {tuple(review.IGNORE_RGB), tuple(review.HATCH_RGB)}  # hatched
+    assert {tuple(c) for c in ignore_panel} == {tuple(render.IGNORE_RGB), tuple(render.HATCH_RGB)}  # hatched
 
 
 @pytest.mark.parametrize("image", [
@@ -242,7 +247,7 @@ def test_render_fill_outline_hidden_classes_and_ignore():
     np.full((20, 20, 3), 100, np.uint8), np.full((20, 20), 100 / 255, np.float32)])
 def test_render_accepts_gray_rgb_and_float_images(image):
     _, mask = square_pair()
-    strip = review.render_strip(image, mask, View(classes=(1,)))
+    strip = review_app.render_strip(image, mask, View(classes=(1,)))
     assert strip.dtype == np.uint8 and strip.shape[2] == 3
     assert tuple(panels(strip)[0][0, 0]) == (100, 100, 100)
 
@@ -253,29 +258,29 @@ def test_render_keeps_colour_images_and_adds_the_extra_panel():
     _, mask = square_pair()
     extra = np.zeros((20, 20, 3), np.uint8)
     extra[..., 2] = 255
-    strip = review.render_strip(image, mask, View(), extra)
+    strip = review_app.render_strip(image, mask, View(), extra)
     first, *_, last = panels(strip, 4)
     assert tuple(first[0, 0]) == (200, 0, 0) and tuple(last[0, 0]) == (0, 0, 255)
 
 
 def test_zoom_keeps_the_point_under_the_pointer_and_pan_stays_inside():
     shape = (256, 256)
-    assert review.crop_box(shape, 4, (0, 0)) == (0, 0, 64, 64)           # kept inside
-    assert review.crop_box(shape, 2, None) == (64, 64, 128, 128)
+    assert render.crop_box(shape, 4, (0, 0)) == (0, 0, 64, 64)           # kept inside
+    assert render.crop_box(shape, 2, None) == (64, 64, 128, 128)
     view = View()
     x, y = 300, 100  # in the second panel
-    point = review.image_point(x, y, shape, view)
+    point = review_app.image_point(x, y, shape, view)
     assert 40 < point[1] < 42 and 100 < point[0] < 101
     for zoom in (2, 4, 8):
-        zoomed = review.zoomed(view, shape, zoom, point)
-        again = review.image_point(x, y, shape, zoomed)
+        zoomed = review_app.zoomed(view, shape, zoom, point)
+        again = review_app.image_point(x, y, shape, zoomed)
         assert abs(again[0] - point[0]) < 1 and abs(again[1] - point[1]) < 1
-    zoomed = review.zoomed(view, shape, 4, point)
-    moved = review.panned(zoomed, shape, -1000, 1000)
-    assert review.crop_box(shape, 4, moved.centre)[:2] == (0, 192)
-    assert review.zoomed(moved, shape, 1) == View()
-    strip = review.render_strip(np.zeros(shape, np.uint8), np.zeros(shape, np.uint8), zoomed)
-    assert strip.shape[0] == review.panel_size(64, 64)[0] >= review.MIN_PANEL_PX
+    zoomed = review_app.zoomed(view, shape, 4, point)
+    moved = review_app.panned(zoomed, shape, -1000, 1000)
+    assert render.crop_box(shape, 4, moved.centre)[:2] == (0, 192)
+    assert review_app.zoomed(moved, shape, 1) == View()
+    strip = review_app.render_strip(np.zeros(shape, np.uint8), np.zeros(shape, np.uint8), zoomed)
+    assert strip.shape[0] == render.panel_size(64, 64)[0] >= render.MIN_PANEL_PX
 
 
 # ---------------------------------------------------------------- the app's actions and callbacks
@@ -380,7 +385,7 @@ def test_filters_keep_the_current_example_and_refresh_after_verdicts(app):
     assert app.current == "9" and "9" in app.order
     app.verdict_filter.value = "any"
     app.sort_by.value = "flags"
-    assert app.order[:len(flagged)] == review.sort_names(flagged, "flags", app.flags, {}) and app.current == "9"
+    assert app.order[:len(flagged)] == review_app.sort_names(flagged, "flags", app.flags, {}) and app.current == "9"
     assert_no_error_shown(app)
 
 
@@ -437,7 +442,7 @@ def test_picture_widget_passes_browser_events_on():
 
 
 def test_the_picture_sends_exactly_the_review_keys(app):
-    assert app.image.sent_keys == list(review.KEYS)
+    assert app.image.sent_keys == list(review_app.KEYS)
     assert app.image.value[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -460,8 +465,8 @@ def test_export_csv_from_the_app(app):
 
 def test_pairs_are_read_lazily(example_data, report, tmp_path, monkeypatch):
     reads = []
-    real = loader.read_pair
-    monkeypatch.setattr(loader, "read_pair", lambda *paths, **kw: reads.append(paths[0]) or real(*paths, **kw))
+    real = read_pair
+    monkeypatch.setattr(stores, "read_pair", lambda *paths, **kw: reads.append(paths[0]) or real(*paths, **kw))
     app = ReviewApp(example_data, report, tmp_path / "v.jsonl", raise_errors=True)
     for _ in range(3):
         key(app, "j")
@@ -553,7 +558,7 @@ def test_label_issues_rank_column_sort_filter_and_picture(example_data, report, 
 
 def test_a_failing_background_audit_is_shown_not_lost(example_data, tmp_path, monkeypatch):
     def broken_audit(data_dir, progress=None, **kwargs):
-        raise loader.DataError("images/3.png: unreadable image")
+        raise DataError("images/3.png: unreadable image")
 
     monkeypatch.setattr(audit, "audit_dataset", broken_audit)
     app = ReviewApp(example_data, None, tmp_path / "v.jsonl")
@@ -575,13 +580,13 @@ def test_the_app_on_other_layouts(layout, tmp_path):
         image, mask, _ = app._pair(app.current)
         shapes.add(mask.shape)
         picture = np.asarray(Image.open(__import__("io").BytesIO(app.image.value)).convert("RGB"))
-        top, left, crop_h, crop_w = review.crop_box(mask.shape, 1)
-        assert picture.shape[0] == review.panel_size(crop_h, crop_w)[0]
+        top, left, crop_h, crop_w = render.crop_box(mask.shape, 1)
+        assert picture.shape[0] == render.panel_size(crop_h, crop_w)[0]
         if layout == "rgb_ignore":
             assert (image[..., 0] != image[..., 1]).any()  # kept in colour
-            if (mask == review.IGNORE_INDEX).any():
+            if (mask == render.IGNORE_INDEX).any():
                 hatched += 1
-                assert (panels(picture)[2] == review.HATCH_RGB).all(axis=2).any()
+                assert (panels(picture)[2] == render.HATCH_RGB).all(axis=2).any()
         key(app, "+")
         key(app, "0")
         key(app, "j")
@@ -593,7 +598,7 @@ def test_the_app_on_other_layouts(layout, tmp_path):
 
 
 def test_caches_stay_bounded_in_items_and_bytes():
-    cache = review.LRU(3, 100, sizeof=len)
+    cache = review_app.LRU(3, 100, sizeof=len)
     for key in "abcd":
         cache.put(key, b"x" * 10)
     assert len(cache) == 3 and "a" not in cache and cache.nbytes == 30

@@ -1,19 +1,20 @@
-"""run.py sweep: the grid, the summary table, and a real papermill sweep with one deliberately failing run."""
+"""maskpair sweep: the grid, the summary table, and a real papermill sweep with one deliberately failing run."""
 import csv
 import json
 import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import nbformat
 import psutil
 import pytest
+from conftest import CLI, PROJECT_DIR
 
-import run
+from maskpair import cli
+from maskpair.cli import notebooks as notebooks_cli
 
 # A stand-in for notebook 04 that is quick to execute: writes metrics.json from its parameters, fails on demand.
 SWEEP_NOTEBOOK_CELLS = [
@@ -42,19 +43,19 @@ def sweep_notebook(tmp_path):
 
 
 def test_parameter_grid_is_every_combination_with_literal_values():
-    grid = run.parameter_grid([["fold", "0", "1"], ["backbone", "resnet18", "efficientnetb0"], ["lr", "1e-3"]])
+    grid = notebooks_cli.parameter_grid([["fold", "0", "1"], ["backbone", "resnet18", "efficientnetb0"], ["lr", "1e-3"]])
     assert grid == [{"fold": 0, "backbone": "resnet18", "lr": 0.001}, {"fold": 0, "backbone": "efficientnetb0", "lr": 0.001},
                     {"fold": 1, "backbone": "resnet18", "lr": 0.001}, {"fold": 1, "backbone": "efficientnetb0", "lr": 0.001}]
-    assert run.run_name(grid[1]) == "fold-0_backbone-efficientnetb0_lr-0.001"
+    assert notebooks_cli.run_name(grid[1]) == "fold-0_backbone-efficientnetb0_lr-0.001"
     # list values must not put glob characters in the folder: TensorFlow's checkpoint reader globs its path
-    listed = run.parameter_grid([["decoder_filters", "[64, 32,16]"], ["out", "a/b c*"]])[0]
-    assert run.run_name(listed) == "decoder_filters-64.32.16_out-a-b-c-"
+    listed = notebooks_cli.parameter_grid([["decoder_filters", "[64, 32,16]"], ["out", "a/b c*"]])[0]
+    assert notebooks_cli.run_name(listed) == "decoder_filters-64.32.16_out-a-b-c-"
     with pytest.raises(ValueError, match="twice"):
-        run.parameter_grid([["fold", "0"], ["fold", "1"]])
+        notebooks_cli.parameter_grid([["fold", "0"], ["fold", "1"]])
 
 
 def test_flatten_metrics_keeps_scalars_only():
-    flat = run.flatten_metrics({"dice": {"disc": 0.5, "vertebra": None}, "scored": {"disc": ["a"]}, "n": 3})
+    flat = notebooks_cli.flatten_metrics({"dice": {"disc": 0.5, "vertebra": None}, "scored": {"disc": ["a"]}, "n": 3})
     assert flat == {"dice.disc": 0.5, "dice.vertebra": None, "n": 3}
 
 
@@ -62,7 +63,7 @@ def test_summary_rows_add_mean_and_sd_over_successful_runs():
     runs = [{"name": f"fold-{k}", "parameters": {"fold": k}, "status": "ok", "metrics": {"dice.disc": v}}
             for k, v in enumerate([0.8, 0.9, 1.0])]
     runs.append({"name": "fold-3", "parameters": {"fold": 3}, "status": "failed", "metrics": {}})
-    rows = run.summary_rows(runs)
+    rows = notebooks_cli.summary_rows(runs)
     assert [row["run"] for row in rows] == ["fold-0", "fold-1", "fold-2", "fold-3", "mean", "sd"]
     assert rows[-2]["dice.disc"] == pytest.approx(0.9) and rows[-2]["status"] == "3 ok"
     assert rows[-1]["dice.disc"] == pytest.approx(0.1)
@@ -76,8 +77,8 @@ def test_a_sweep_stopped_part_way_keeps_the_summary_of_its_finished_runs(sweep_n
         Path(parameters["output_dir"]).mkdir(parents=True)
         (Path(parameters["output_dir"]) / "metrics.json").write_text('{"dice": {"disc": 0.1}}')
 
-    monkeypatch.setattr(run, "execute_notebook", execute)
-    code = run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "2", "3", "--name", "stopped",
+    monkeypatch.setattr(notebooks_cli, "execute_notebook", execute)
+    code = cli.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "2", "3", "--name", "stopped",
                      "--out", str(tmp_path)])
     assert code == 130
     with (tmp_path / "stopped" / "summary.csv").open() as f:
@@ -97,10 +98,10 @@ def test_ctrl_c_stops_a_sweep_and_its_kernel_and_keeps_the_summary_of_the_finish
          "time.sleep(120 if x == 2 else 0)\n"
          "(pathlib.Path(output_dir) / 'metrics.json').write_text(json.dumps({'dice': {'disc': x / 10}}))", []),
     ])
-    command = [sys.executable, "run.py", "sweep", "--notebook", str(notebook), "--param", "x", "1", "2", "3",
+    command = [*CLI, "sweep", "--notebook", str(notebook), "--param", "x", "1", "2", "3",
                "--name", "stopped", "--out", str(tmp_path)]
     # as from a terminal: SIGINT at its default (a test run in the background of a script inherits it ignored)
-    sweep = subprocess.Popen(command, cwd=Path(run.__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    sweep = subprocess.Popen(command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -124,7 +125,7 @@ def test_ctrl_c_stops_a_sweep_and_its_kernel_and_keeps_the_summary_of_the_finish
 
 @pytest.mark.slow
 def test_sweep_runs_the_grid_and_a_failing_run_exits_non_zero_with_its_notebook_kept(sweep_notebook, tmp_path):
-    code = run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "3", "7",
+    code = cli.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "3", "7",
                      "--param", "fail", "False", "True", "--name", "toy", "--out", str(tmp_path / "sweeps")])
     sweep_dir = tmp_path / "sweeps" / "toy"
     assert code == 1
@@ -141,12 +142,12 @@ def test_sweep_runs_the_grid_and_a_failing_run_exits_non_zero_with_its_notebook_
 
 @pytest.mark.slow
 def test_sweep_of_runs_that_all_succeed_exits_zero(sweep_notebook, tmp_path, capfd):
-    code = run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "2", "--name", "ok",
+    code = cli.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "2", "--name", "ok",
                      "--out", str(tmp_path)])
     assert code == 0
     # the kernel's own stderr goes to a log beside each executed notebook, not to the console
     assert "kernel start-up noise" not in capfd.readouterr().err
-    assert "kernel start-up noise" in run.kernel_log_path(tmp_path / "ok" / "x-2" / "toy.ipynb").read_text()
+    assert "kernel start-up noise" in notebooks_cli.kernel_log_path(tmp_path / "ok" / "x-2" / "toy.ipynb").read_text()
     metrics = json.loads((tmp_path / "ok" / "x-2" / "metrics.json").read_text())
     assert metrics["dice"]["disc"] == 0.2
     with (tmp_path / "ok" / "summary.csv").open() as f:
@@ -157,22 +158,22 @@ def test_sweep_of_runs_that_all_succeed_exits_zero(sweep_notebook, tmp_path, cap
 def test_sweep_refuses_a_parameter_the_notebook_does_not_define_before_running_anything(sweep_notebook, tmp_path,
                                                                                       capsys):
     with pytest.raises(SystemExit) as stop:
-        run.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "--param", "epoch", "1",
+        cli.main(["sweep", "--notebook", str(sweep_notebook), "--param", "x", "1", "--param", "epoch", "1",
                   "--out", str(tmp_path / "sweeps")])
     assert stop.value.code == 2
     assert "toy.ipynb has no parameter epoch (its parameters: x, fail, output_dir)" in capsys.readouterr().err
     assert not (tmp_path / "sweeps").exists()  # nothing ran, nothing written
     with pytest.raises(SystemExit):
-        run.main(["sweep", "--notebook", str(tmp_path / "missing.ipynb"), "--param", "x", "1"])
+        cli.main(["sweep", "--notebook", str(tmp_path / "missing.ipynb"), "--param", "x", "1"])
     assert "missing.ipynb: no such notebook" in capsys.readouterr().err
     assert {"epochs", "backbone", "fold", "train_without_flags"} <= set(
-        run.notebook_parameters(run.NOTEBOOK_DIR / "04_train_unet.ipynb"))
+        notebooks_cli.notebook_parameters(notebooks_cli.NOTEBOOK_DIR / "04_train_unet.ipynb"))
 
 
 def test_run_notebooks_refuses_a_parameter_no_notebook_has_before_running_anything(tmp_path, capsys):
     """(Passing parameters, e.g. -p epochs 1, is exercised on every layout in tests/test_notebooks.py.)"""
     with pytest.raises(SystemExit) as stop:
-        run.main(["notebooks", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "-p", "epoch", "1"])
+        cli.main(["notebooks", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "-p", "epoch", "1"])
     assert stop.value.code == 2 and "no notebook has the parameter epoch" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -185,7 +186,7 @@ def test_a_sweep_of_notebook_04_leaves_the_flagged_train_examples_out_of_trainin
 
     data = write_dataset(tmp_path / "data", [str(i) for i in range(10)], shape=(64, 64))
     np.save(data / "masks" / "3.npy", np.zeros((64, 64), np.int64))  # empty: flagged; in fold 0's train split
-    code = run.main(["sweep", "--param", "fold", "0", "--param", "epochs", "1", "--param", "train_without_flags", '["empty_mask"]',
+    code = cli.main(["sweep", "--param", "fold", "0", "--param", "epochs", "1", "--param", "train_without_flags", '["empty_mask"]',
                      "--data-dir", str(data), "--out", str(tmp_path), "--name", "flags"])
     assert code == 0
     (run_dir,) = [path for path in (tmp_path / "flags").iterdir() if path.is_dir()]

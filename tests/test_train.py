@@ -7,14 +7,15 @@ import textwrap
 
 import numpy as np
 import pytest
-
-import fit
-import loader
-import model as unet
-import predict
-import train
-from config import TrainConfig
+from conftest import CLI
 from synthetic import write_dataset
+
+from maskpair.data.files import pair_files
+from maskpair.data.loader import DataLoader
+from maskpair.data.splits import SET_ASIDE
+from maskpair.training import fit, predict, train
+from maskpair.training import model as unet
+from maskpair.training.config import TrainConfig
 
 tf = unet.tf
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ def tiny_data(tmp_path_factory):
 
 def test_fit_keeps_the_best_checkpoint_and_times_every_step(tiny_data, tmp_path):
     fit.seed_everything(0)
-    data = loader.DataLoader(tiny_data, batch_size=2, seed=0, augment=True)
+    data = DataLoader(tiny_data, batch_size=2, seed=0, augment=True)
     model = unet.build_model(data.n_channels, data.n_classes)
     report = fit.fit_with_checkpoint(model, data, tmp_path, epochs=2, patience=5, lr_patience=5)
     assert (tmp_path / "checkpoints" / "best.weights.index").is_file()
@@ -51,7 +52,7 @@ def test_input_wait_share_counts_only_batches_not_ready_when_their_step_began():
 def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
     import time
 
-    data = loader.DataLoader(tiny_data, batch_size=2, seed=0)
+    data = DataLoader(tiny_data, batch_size=2, seed=0)
     make_batch = data.batch_arrays
 
     def slow_batch(*args, **kwargs):  # 0.5 s per batch: far more than a step on 32 x 32 images
@@ -83,10 +84,11 @@ def test_model_takes_any_size_channels_and_classes():
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
-    import fit, loader, model
+    from maskpair import DataLoader
+    from maskpair.training import fit, model
     strategy = model.make_strategy("mirrored", cpu_devices=2)
     assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
-    data = loader.DataLoader({data!r}, batch_size=4, seed=0)
+    data = DataLoader({data!r}, batch_size=4, seed=0)
     unet = model.build_model(data.n_channels, data.n_classes, strategy=strategy)
     report = fit.fit_with_checkpoint(unet, data, {out!r}, epochs=2, patience=5, lr_patience=5)
     losses = report["history"]["loss"]
@@ -106,7 +108,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tiny_data, tmp_path):
 def test_examples_set_aside_by_audit_flags_leave_train_only():
     splits = {"train": ["1", "2", "3", "4"], "val": ["5", "6"], "test": ["7", "8"]}
     kept = train.set_aside(splits, ["1", "4", "5", "9"])
-    assert kept == {"train": ["2", "3"], "val": ["5", "6"], "test": ["7", "8"], loader.SET_ASIDE: ["1", "4"]}
+    assert kept == {"train": ["2", "3"], "val": ["5", "6"], "test": ["7", "8"], SET_ASIDE: ["1", "4"]}
     assert splits["train"] == ["1", "2", "3", "4"]  # the caller's splits are not changed
     with pytest.raises(ValueError, match="flag codes must be a list"):
         train.flagged_by_audit("unused", "empty_mask")
@@ -116,10 +118,10 @@ def test_run_trains_evaluates_and_writes_everything_by_class_name(tiny_data, tmp
     config = TrainConfig(epochs=2, crop=None, passes_per_epoch=1)
     metrics = train.run(tiny_data, tmp_path, config)
     written = json.loads((tmp_path / "metrics.json").read_text())
-    classes = list(loader.DataLoader(tiny_data).labels)
+    classes = list(DataLoader(tiny_data).labels)
     assert list(written["dice"]) == classes and written["config"]["epochs"] == 2
     assert written["dataset"]["classes"] == classes and written["mean_dice"] == pytest.approx(metrics["mean_dice"])
-    test_names = loader.DataLoader(tiny_data, split=train.make_splits(list(loader.pair_files(tiny_data)), config)).splits["test"]
+    test_names = DataLoader(tiny_data, split=train.make_splits(list(pair_files(tiny_data)), config)).splits["test"]
     saved = {path.stem for path in (tmp_path / "predictions").glob("*.npy")}
     assert saved == set(test_names) and (tmp_path / "model.h5").is_file()
     assert written["largest_structure"]["applied"] in (True, False)
@@ -129,7 +131,7 @@ def test_two_runs_in_new_processes_give_identical_scores(tiny_data, tmp_path):
     scores = []
     for k in range(2):
         out = tmp_path / f"run{k}"
-        result = subprocess.run([sys.executable, "-m", "run", "train", str(tiny_data), "--out", str(out),
+        result = subprocess.run([*CLI, "train", str(tiny_data), "--out", str(out),
                                  "--epochs", "2", "--crop", "None", "--passes-per-epoch", "1"],
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -141,7 +143,7 @@ def test_two_runs_in_new_processes_give_identical_scores(tiny_data, tmp_path):
 
 
 def test_largest_structure_auto_is_decided_on_the_val_split(tiny_data):
-    data = loader.DataLoader(tiny_data, batch_size=2)
+    data = DataLoader(tiny_data, batch_size=2)
 
     class Says:  # a stand-in model whose val predictions have one structure and a distant speck
         def predict_on_batch(self, images):

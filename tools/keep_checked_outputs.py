@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-import run
+from maskpair.cli import notebooks as notebooks_cli
 
 MARK = "# NBVAL_CHECK_OUTPUT"
 
@@ -41,11 +41,11 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args(argv)
-    parameters = {name: run.parse_value(value) for name, value in args.p}
+    parameters = {name: notebooks_cli.parse_value(value) for name, value in args.p}
     for path in args.notebooks:
         with tempfile.TemporaryDirectory() as scratch:
             output = Path(scratch) / path.name
-            run.execute_notebook(path.resolve(), output, parameters)
+            notebooks_cli.execute_notebook(path.resolve(), output, parameters)
             executed = nbformat.read(output, as_version=4)
         source = nbformat.read(path, as_version=4)
         keep_checked(source, executed)

@@ -1,0 +1,176 @@
+"""Where the loader's decoded pairs come from, behind one interface: `FileStore` reads each pair from its files
+when asked, `MemoryStore` decodes every pair once into memory, `DiskStore` keeps them in a memory-mapped disk
+cache (`disk_cache`). All three give the same arrays: images (H, W, C) uint8 (or float32 in [0, 1] for 16-bit
+and float files), label maps (H, W) uint8 of class indices with IGNORE_INDEX for ignore.
+
+    store = open_store(data_dir, cache=True)     # True, "disk" or False
+    image, labels = store.pair("7")
+    store.sizes["7"], store.eight_bit, store.description, store.pairs
+
+Every store is opened after the same checks (`describe.inspect_folder`: pairing, every file's header), and a
+store that cannot be opened raises one `DataError` listing every problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from maskpair.data import disk_cache
+from maskpair.data.description import read_declared
+from maskpair.data.files import short_path, source_folders
+from maskpair.data.inspection import (
+    default_workers,
+    inspect_folder,
+    map_names,
+    problem_lines,
+)
+from maskpair.data.reading import dims_text, image_to_float, read_pair
+from maskpair.errors import DataError
+
+CACHE_MODES = (True, False, "disk")  # in memory, streaming from the files, memory-mapped disk cache
+
+
+def open_store(data_dir, cache=True, cache_dir=None, workers: int | None = None, progress: bool | None = None):
+    """The store of `data_dir` for a cache mode: True (MemoryStore), "disk" (DiskStore) or False (FileStore)."""
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache must be True (in memory), \"disk\" or False (streaming), got {cache!r}")
+    if cache_dir is not None and cache != "disk":
+        raise ValueError(f"cache_dir is used only with cache=\"disk\", got cache={cache!r}")
+    workers = workers or default_workers()
+    if cache == "disk":
+        return DiskStore.open(data_dir, cache_dir, workers, progress)
+    description, pairs, headers, problems = inspect_folder(data_dir, workers, progress)
+    if cache is False:
+        if problems:
+            raise DataError(problem_lines(problems, pairs))
+        return FileStore(description, pairs, {name: headers[name][0] for name in pairs}, workers)
+    progress = len(pairs) >= 200 if progress is None else progress
+    return MemoryStore(description, pairs, {name: headers.get(name, (None,))[0] for name in pairs}, problems,
+                       workers, progress)
+
+
+class FileStore:
+    """Each pair read from its files when asked (nothing kept); every header was checked at construction, and a
+    pair read later must still have the size its header had."""
+
+    def __init__(self, description, pairs: dict, image_headers: dict, workers: int):
+        self.description, self.pairs, self._workers = description, pairs, workers
+        self.sizes = {name: header.size for name, header in image_headers.items()}
+        # a uint8 (or 1-bit) header always reads as uint8; other dtypes may read as float32
+        self.eight_bit = all(header.dtype in (np.uint8, np.bool_) for header in image_headers.values())
+
+    def pair(self, name: str):
+        image, labels = read_pair(*self.pairs[name], self.description)
+        if labels.shape != self.sizes[name]:
+            raise DataError(f"{short_path(self.pairs[name][0])}: shape {dims_text(labels.shape)}, but "
+                            f"{dims_text(self.sizes[name])} when the loader was built (file changed?)")
+        return image, labels
+
+    def read(self, names) -> list:
+        """[(image, label map)] of `names`, read in threads (PNG/zlib decoding releases the GIL); the first failing
+        name in `names` order raises, as a loop would."""
+        with ThreadPoolExecutor(max(1, min(self._workers, len(names)))) as pool:
+            return list(pool.map(self.pair, names))
+
+
+class MemoryStore:
+    """Every pair decoded once into two flat buffers, one for the images and one for the label maps; each pair is
+    a read-only view into them.
+
+    One allocation per buffer, sized from the headers before any pixel is decoded: decoded pairs kept as separate
+    arrays left the heap fragmented by the decoders' temporaries between them (5,000 pairs of 256x256 peaked at
+    1.6x their size; bench/README.md)."""
+
+    def __init__(self, description, pairs: dict, image_headers: dict, problems: dict, workers: int, progress: bool):
+        self.description, self.pairs = description, pairs
+        names = [name for name in pairs if name not in problems]
+        # a uint8 (or 1-bit) header reads as uint8; every other image is kept as float32 in [0, 1]
+        kept = {name: np.dtype(np.uint8) if image_headers[name].dtype in (np.uint8, np.bool_) else np.dtype(np.float32)
+                for name in names}
+        self.sizes = {name: image_headers[name].size for name in names}
+        channels = description.n_channels
+        image_bytes = [self.sizes[name][0] * self.sizes[name][1] * channels * kept[name].itemsize for name in names]
+        mask_bytes = [self.sizes[name][0] * self.sizes[name][1] for name in names]
+        image_starts = np.cumsum([0] + [-(-size // 64) * 64 for size in image_bytes])  # float32 views stay aligned
+        mask_starts = np.cumsum([0] + mask_bytes)
+        images, masks = np.empty(int(image_starts[-1]), np.uint8), np.empty(int(mask_starts[-1]), np.uint8)
+        position = {name: k for k, name in enumerate(names)}
+
+        def decode(name):
+            k = position[name]
+            image, labels = read_pair(*pairs[name], description)
+            if image.shape[:2] != self.sizes[name]:
+                raise DataError(f"{short_path(pairs[name][0])}: shape {dims_text(image.shape[:2])}, its header "
+                                f"says {dims_text(self.sizes[name])}")
+            if image.dtype != kept[name]:  # e.g. a 32-bit integer image whose values fit 8 bits
+                image = image_to_float(image)
+            height, width = self.sizes[name]
+            image_view = images[image_starts[k]:image_starts[k] + image_bytes[k]].view(kept[name])
+            image_view = image_view.reshape(height, width, channels)
+            mask_view = masks[mask_starts[k]:mask_starts[k] + mask_bytes[k]].reshape(height, width)
+            image_view[...] = image
+            mask_view[...] = labels
+            return image_view, mask_view
+
+        decoded, more = map_names(decode, names, workers, progress, "decoding")
+        problems = {**problems, **more}
+        if problems:
+            raise DataError(problem_lines(problems, pairs))
+        for image, labels in decoded.values():
+            image.flags.writeable = labels.flags.writeable = False  # shared by every batch: no caller may edit them
+        self._views = decoded
+        self.eight_bit = all(dtype == np.uint8 for dtype in kept.values())
+
+    def pair(self, name: str):
+        return self._views[name]
+
+    def read(self, names) -> list:
+        return [self._views[name] for name in names]
+
+
+class DiskStore:
+    """The pairs in a memory-mapped disk cache (`disk_cache`): built once, reopened without decoding while no
+    file and not dataset.json changed."""
+
+    def __init__(self, cache: disk_cache.DiskCache, pairs: dict):
+        self.cache, self.pairs, self.description = cache, pairs, cache.description
+        self._row = {name: i for i, name in enumerate(cache.names)}
+        self.sizes = cache.sizes()
+        self.eight_bit = cache.eight_bit()
+
+    @classmethod
+    def open(cls, data_dir, cache_dir=None, workers: int | None = None, progress: bool | None = None):
+        """The cache of the files as they are now, reopened when its key matches (the source folders listed and
+        every file stat-ed, none read), else built after the same checks as the other stores. The key covers every
+        file's name, so the pairs are those the cache recorded.
+
+        cache_dir: where caches are kept (default: `disk_cache.default_folder`, `<data_dir>.cache` beside the data)."""
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise DataError(f"{data_dir}: no such data folder")
+        declared = read_declared(data_dir)
+        folders = source_folders(data_dir, declared)
+        folder = disk_cache.default_folder(data_dir) if cache_dir is None else Path(cache_dir)
+        # stat before anything is decoded: a file changed during a build then fails the key next time (rebuilt)
+        key = disk_cache.cache_key(data_dir, folders) if all(path.is_dir() for path in folders) else None
+        cache = key and disk_cache.open_cache(folder, key)
+        if cache is None:  # inspect_folder reports missing folders, pairing and header problems as the other stores do
+            workers = workers or default_workers()
+            description, pairs, _, problems = inspect_folder(data_dir, workers, progress)
+            if problems:
+                raise DataError(problem_lines(problems, pairs))
+            cache = disk_cache.build_cache(folder, key, data_dir, description, pairs,
+                                           lambda name: read_pair(*pairs[name], description), workers,
+                                           len(pairs) >= 200 if progress is None else progress)
+        # the description as read here (its source path as given now), not as it was when the cache was built
+        cache.description = dataclasses.replace(cache.description, source=declared["source"])
+        return cls(cache, cache.pairs(data_dir))
+
+    def pair(self, name: str):
+        return self.cache.pair(self._row[name])
+
+    def read(self, names) -> list:
+        return [self.cache.pair(self._row[name]) for name in names]
