@@ -1,5 +1,7 @@
-"""The review: the durable verdict log (kill test, undo, O(1) append), drawing, the example list,
-and the review app's actions and callbacks, without a browser (tests/test_browser.py drives the real one)."""
+"""The review: the durable verdict log (kill test, undo, O(1) append), drawing, the example list, the headless
+review session, the review app's actions and callbacks without a browser (tests/test_browser.py drives the real
+one), and notebook 02 run headless as a report: the picture of what most needs a look."""
+import base64
 import csv
 import json
 import signal
@@ -10,12 +12,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic import write_dataset, write_layout
+from synthetic import write_blobs, write_dataset, write_layout
 
-from maskpair import audit
+from maskpair import DataLoader, audit
+from maskpair.audit import sheet as audit_sheet
+from maskpair.cli import notebooks as notebooks_cli
 from maskpair.data import stores
 from maskpair.data.reading import read_pair
 from maskpair.errors import DataError
@@ -26,6 +31,8 @@ from maskpair.review.app import ReviewApp
 from maskpair.review.log import ReviewLog
 from maskpair.review.picture import ReviewImage
 from maskpair.review.render import View
+from maskpair.review.session import ReviewSession
+from maskpair.review.sheet import needs_a_look, review_sheet
 
 # ---------------------------------------------------------------- the verdict log
 
@@ -207,6 +214,183 @@ def test_sort_names_and_find_name():
     assert listing.find_name("_120", names) == "case_120"       # a unique part
     assert listing.find_name("case_1", names) is None           # two names contain it
     assert listing.find_name("zz", names) is None
+
+
+# ---------------------------------------------------------------- the review session, without widgets
+
+
+NAMES = ["a", "b", "c", "d", "e"]
+FIVE_REPORT = {"examples": [{"name": "a", "flags": []}, {"name": "b", "flags": ["empty_mask"]},
+                            {"name": "c", "flags": []}, {"name": "d", "flags": ["misaligned:flip_lr", "missing_class:2"]},
+                            {"name": "e", "flags": []}]}
+
+
+@pytest.fixture
+def five(tmp_path):
+    """A dataset of five small pairs, a to e."""
+    return write_dataset(tmp_path / "five", NAMES)
+
+
+def open_session(data_dir, tmp_path, **kwargs) -> ReviewSession:
+    return ReviewSession(data_dir, tmp_path / "v.jsonl", reviewer="tester", **kwargs)
+
+
+def wait_until(predicate, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_session_steps_stay_inside_the_list_and_names_can_be_typed(five, tmp_path):
+    session = open_session(five, tmp_path)
+    assert session.order == NAMES and session.current == "a" and session.sort_by == "name"
+    session.step(-1)
+    assert session.current == "a"
+    session.step(10)
+    assert session.current == "e"
+    session.step(-2)
+    assert session.current == "c"
+    assert session.upcoming() == ["d", "b"]  # what the renderer prepares: the neighbours (and the next unreviewed)
+    assert session.jump_to(" E ") == "e" and session.current == "e" and session.notice == ""
+    assert session.jump_to("zz") is None and session.current == "e" and "'zz'" in session.notice
+    assert session.jump_to("  ") is None and session.current == "e"
+    with pytest.raises(KeyError):
+        session.go_to("nope")
+
+
+def test_session_verdicts_are_written_advance_and_undo(five, tmp_path):
+    ReviewLog(tmp_path / "v.jsonl").record("b", "aligned", reviewer="earlier")
+    session = open_session(five, tmp_path)
+    assert session.current == "a"  # the first without a verdict
+    line = session.record("problem", "labels stop short")
+    assert line["name"] == "a" and session.current == "c"  # b already has a verdict: skipped
+    on_disk = ReviewLog(tmp_path / "v.jsonl").latest()
+    assert on_disk["a"]["verdict"] == "problem" and on_disk["a"]["note"] == "labels stop short"
+    assert on_disk["a"]["reviewer"] == "tester" and on_disk["b"]["reviewer"] == "earlier"
+    session.record("aligned")
+    assert session.current == "d" and session.progress() == "reviewed 3 / 5 · 1 problem(s) · reviewer tester"
+    assert session.undo()["name"] == "c" and session.current == "c" and "c" not in session.verdicts
+    assert session.notice == "undone: c is unreviewed again"
+    assert session.undo()["name"] == "a" and session.current == "a" and "a" not in session.verdicts
+    assert session.undo()["name"] == "b" and "b" not in session.verdicts  # the history in the file goes on
+    assert session.undo() is None and session.notice == "nothing to undo" and session.current == "b"
+    assert ReviewLog(tmp_path / "v.jsonl").verdicts() == {}
+    session.auto_advance = False
+    session.record("aligned")
+    assert session.current == "b" and session.verdicts["b"]["verdict"] == "aligned"
+    for name in NAMES:
+        session.go_to(name)
+        session.auto_advance = True
+        session.record("aligned")
+    assert session.notice == "every example in this list has a verdict" and session.current == "e"
+
+
+def test_session_reopened_resumes_at_the_first_unreviewed(five, tmp_path):
+    first = open_session(five, tmp_path)
+    for name in ("a", "b", "d"):
+        first.go_to(name)
+        first.record("aligned")
+    again = open_session(five, tmp_path)
+    assert again.current == "c" and set(again.verdicts) == {"a", "b", "d"}
+    assert again.progress().startswith("reviewed 3 / 5")
+
+
+def test_session_filters_and_sort_keep_or_replace_the_current_example(five, tmp_path):
+    session = open_session(five, tmp_path)
+    session.use_report(FIVE_REPORT)
+    assert session.flag_choices() == [("any", "any"), ("flagged (2)", "flagged"), ("not flagged (3)", "not flagged"),
+                                      ("empty_mask (1)", "empty_mask"), ("misaligned (1)", "misaligned"),
+                                      ("missing_class (1)", "missing_class")]
+    session.go_to("c")
+    session.set_filters(flag="flagged")
+    assert session.order == ["b", "d"] and session.current == "d"  # c is not flagged: the next flagged after it
+    assert session.filter_text() == "flags flagged"
+    session.go_to("e")
+    session.set_filters(flag="empty_mask")
+    assert session.order == ["b"] and session.current == "b"  # nothing after e: the first of the list
+    session.set_filters(flag="order_gap")
+    assert session.order == ["b"] and session.current == "b" and "no example matches" in session.notice
+    session.set_filters(flag="any", verdict="unreviewed")
+    assert session.order == NAMES and session.notice == ""
+    session.record("aligned")
+    assert "b" not in session.order and session.current == "c"  # the unreviewed list follows the verdicts
+    session.go_to("b")  # excluded by the filter: shown anyway, and in the list while shown
+    assert session.current == "b" and "b" in session.order
+    session.set_filters(verdict="any", sort_by="flags")
+    assert session.order == ["d", "b", "a", "c", "e"] and session.current == "b"
+    session.set_filters(sort_by="verdict", descending=True)
+    assert session.order[0] == "b" and session.filter_text() == "all, by verdict"
+    for refused in ({"verdict": "maybe"}, {"sort_by": "size"}, {"max_rank": -1}):
+        with pytest.raises(ValueError):
+            session.set_filters(**refused)
+    assert (session.verdict_filter, session.sort_by, session.max_rank) == ("any", "verdict", 0)  # nothing changed
+
+
+def test_session_with_label_issues_opens_at_the_top_of_the_ranking(five, tmp_path):
+    issues = tmp_path / "label_issues.json"
+    issues.write_text(json.dumps({"examples": [{"name": "d", "rank": 1, "kind": "boundary"},
+                                               {"name": "b", "rank": 2, "kind": "missing structure"},
+                                               {"name": "a", "rank": None}]}))
+    session = open_session(five, tmp_path, label_issues=issues)
+    assert session.sort_by == "rank" and session.order[:2] == ["d", "b"] and session.current == "d"
+    session.set_filters(max_rank=1)
+    assert session.order == ["d"] and session.filter_text() == "rank ≤ 1, by rank"
+
+
+def test_session_takes_the_flags_when_the_background_audit_ends(five, tmp_path, monkeypatch):
+    listening, release, events, written = threading.Event(), threading.Event(), [], []
+
+    def slow_audit(data_dir, progress=None, **kwargs):
+        listening.wait(30)  # until the session listens (a real audit reports progress all along)
+        progress(1, 5)
+        release.wait(30)
+        return FIVE_REPORT
+
+    real_write = audit.write_report
+    monkeypatch.setattr(audit, "audit_dataset", slow_audit)
+    monkeypatch.setattr(audit, "write_report", lambda report, path: written.append(path) or real_write(report, path))
+    session = open_session(five, tmp_path)
+    session.listeners.append(events.append)
+    session.set_filters(flag="flagged")  # chosen before any report: passes everything until the flags arrive
+    saved = tmp_path / "out" / "audit.json"
+    session.load_audit(audit_paths=[saved, tmp_path / "elsewhere.json"])
+    assert session.flags is None and session.order == NAMES and session.flag_choices() == [("any", "any")]
+    listening.set()
+    wait_until(lambda: "audit progress" in events)
+    assert session.audit_status() == "audit running: 1 / 5 pairs"
+    assert "still running in the background" in session.summary()
+    session.record("aligned")  # the review goes on meanwhile
+    session.go_to("c")
+    release.set()
+    assert session.wait_for_audit(30) is FIVE_REPORT and events[-1] == "audit done"
+    assert session.order == ["b", "c", "d"] and session.current == "c"  # the filter applies; c stays while shown
+    assert session.audit_status().startswith("audit (ran in ") and session.audit_status().endswith(": 2 flagged")
+    assert written == [saved] and json.loads(saved.read_text()) == FIVE_REPORT  # through audit.write_report
+    assert "flags 2 of 5 pairs: b, d" in session.summary() and "Reviewed 1 / 5" in session.summary()
+
+
+def test_session_keeps_why_the_background_audit_failed(five, tmp_path, monkeypatch):
+    def broken_audit(data_dir, progress=None, **kwargs):
+        raise DataError("images/c.png: unreadable image")
+
+    monkeypatch.setattr(audit, "audit_dataset", broken_audit)
+    session = open_session(five, tmp_path)
+    events = []
+    session.listeners.append(events.append)
+    session.load_audit()
+    assert session.wait_for_audit(30) is None and events == ["audit failed"]
+    assert session.audit_status() == "audit failed: DataError: images/c.png: unreadable image"
+    assert "Traceback" in session.audit_error and "The audit failed (DataError" in session.summary()
+    session.step(1)
+    assert session.current == "b"
+
+
+def test_session_without_an_audit_says_so(five, tmp_path):
+    session = open_session(five, tmp_path)
+    session.load_audit(run_audit=False)
+    assert session.audit is None and session.audit_status() == "audit: none (no flags)"
+    assert session.wait_for_audit(0) is None and "No audit report was used" in session.summary()
 
 
 # ---------------------------------------------------------------- drawing
@@ -607,3 +791,111 @@ def test_caches_stay_bounded_in_items_and_bytes():
     assert "b" in cache and "c" not in cache and "d" not in cache and cache.nbytes == 100
     cache.put("f", b"x" * 500)  # one value larger than the budget is still kept, alone
     assert len(cache) == 1 and "f" in cache
+
+
+# ---------------------------------------------------------------- what most needs a look, as a picture
+
+
+def drawn_names(sheet_path, data_dir, n_tiles: int, columns: int = 6, thumb: int = 160) -> list[str]:
+    """Which pair each of the first n_tiles tiles of a sheet shows: the pair whose image the tile matches (its
+    labels' outlines aside), read back from the PNG."""
+    data = DataLoader(data_dir, batch_size=1, cache=False, progress=False)
+    images = {name: render.display_rgb(data.raw_pair(name)[0]).astype(int) for name in data.names}
+    with Image.open(sheet_path) as picture:
+        sheet = np.asarray(picture.convert("RGB")).astype(int)
+    found = []
+    for k in range(n_tiles):
+        x, y = (k % columns) * thumb, (k // columns) * (thumb + audit_sheet.CAPTION_HEIGHT)
+
+        def mismatch(image, x=x, y=y):
+            height, width = image.shape[:2]
+            return float(np.mean(np.abs(sheet[y:y + height, x:x + width] - image).max(axis=2) > 8))
+
+        best = min(images, key=lambda name: mismatch(images[name]))
+        assert mismatch(images[best]) < 0.5, f"tile {k} matches no image"
+        found.append(best)
+    return found
+
+
+def test_needs_a_look_puts_the_ranking_first_then_flags_then_problems():
+    flags = {"a": [], "b": ["empty_mask"], "c": ["misaligned:flip_lr", "missing_class:x", "duplicate_of:a"], "d": []}
+    verdicts = {"d": {"verdict": "problem"}, "b": {"verdict": "aligned"}}
+    issues = {"c": {"rank": 2, "kind": "boundary"}, "a": {"rank": 1, "kind": ""}, "d": {"rank": 3, "kind": "x"}}
+    assert needs_a_look(flags, verdicts, issues, top=2) == [
+        ("a", ["a", "rank 1"]), ("c", ["c", "rank 2: boundary", "+3 more flags"]),
+        ("b", ["b · aligned", "empty_mask"]), ("d", ["d · problem", "rank 3: x"])]
+    assert needs_a_look(None, verdicts) == [("d", ["d · problem"])]  # no audit report: the problems only
+
+
+def test_review_sheet_draws_the_flagged_and_problem_pairs(five, tmp_path):
+    session = open_session(five, tmp_path)
+    session.use_report(FIVE_REPORT)
+    session.go_to("e")
+    session.record("problem", "cut")
+    sheet = review_sheet(session, tmp_path / "out" / "look.png", columns=4, thumb=64)
+    assert sheet.names == ["b", "d", "e"] and sheet.left_out == 0
+    assert sheet.captions == [["b", "empty_mask"], ["d", "misaligned:flip_lr", "missing_class:2"], ["e · problem"]]
+    assert sheet.text.startswith("3 pair(s) need a look: the 2 pair(s) the audit flags (caption: their flags); "
+                                 "the 1 pair(s) a reviewer marked problem.")
+    with Image.open(sheet.path) as picture:
+        assert picture.size == (4 * 64, 64 + audit_sheet.CAPTION_HEIGHT)  # one row of 4 columns
+    assert drawn_names(sheet.path, five, 3, columns=4, thumb=64) == ["b", "d", "e"]
+    fewer = review_sheet(session, tmp_path / "fewer.png", max_tiles=2)
+    assert fewer.names == ["b", "d"] and fewer.left_out == 1 and "The first 2 are drawn, 1 left out." in fewer.text
+
+
+def test_review_sheet_says_when_nothing_needs_a_look(five, tmp_path):
+    session = open_session(five, tmp_path)
+    session.load_audit(run_audit=False)
+    sheet = review_sheet(session, tmp_path / "look.png")
+    assert sheet.names == [] and sheet.text == ("0 pair(s) need a look: no audit flags (audit: none (no flags)); "
+                                                "the 0 pair(s) a reviewer marked problem.")
+    with Image.open(sheet.path) as picture:
+        assert picture.size[0] > 0 and np.asarray(picture.convert("L")).min() < 128  # text on white
+
+
+def planted_blobs(root) -> Path:
+    """Twelve blob scenes with two planted problems: scene3's mask moved 7 px right, scene7's mask empty."""
+    root = write_blobs(root, n=12, size=64)
+    mask = np.asarray(Image.open(root / "masks" / "scene3.png"))
+    Image.fromarray(np.roll(mask, 7, axis=1)).save(root / "masks" / "scene3.png")
+    Image.fromarray(np.zeros_like(mask)).save(root / "masks" / "scene7.png")
+    return root
+
+
+def test_notebook_02_run_headless_reports_what_needs_a_look(tmp_path):
+    """The user's path: notebook 02 executed by papermill on data with planted problems, a review log holding a
+    problem verdict and a label-issue ranking, no audit report yet (the audit runs in the background and the
+    picture's cell waits for it): the picture shows the ranked, flagged and problem pairs, in the notebook too."""
+    data = planted_blobs(tmp_path / "blobs")
+    log = tmp_path / "verdicts.jsonl"
+    ReviewLog(log).record("scene5", "problem", "labels too small", reviewer="ana")
+    issues = tmp_path / "issues" / "label_issues.json"
+    issues.parent.mkdir()
+    issues.write_text(json.dumps({"examples": [{"name": "scene9", "rank": 1, "kind": "boundary", "picture": ""},
+                                               {"name": "scene3", "rank": 2, "kind": "missing structure"}]}))
+    out = tmp_path / "out" / "02_verify_alignment"
+    executed = tmp_path / "out" / "02_verify_alignment.ipynb"
+    notebooks_cli.execute_notebook(notebooks_cli.NOTEBOOK_DIR / "02_verify_alignment.ipynb", executed, {
+        "data_dir": str(data), "output_dir": str(out), "review_log": str(log), "reviewer": "tester",
+        "label_issues": str(issues)})
+
+    report = json.loads((out / "audit.json").read_text())  # the background audit's report, saved
+    assert audit.flagged(report) == ["scene3", "scene7"]
+    assert {entry["name"]: entry["flags"] for entry in report["examples"]}["scene3"][0].startswith("misaligned:")
+    picture = out / "needs_a_look.png"
+    with Image.open(picture) as sheet:
+        assert sheet.size == (6 * 160, 160 + audit_sheet.CAPTION_HEIGHT)  # four tiles: one row of six columns
+    assert drawn_names(picture, data, 4) == ["scene9", "scene3", "scene7", "scene5"]
+
+    nb = nbformat.read(executed, as_version=4)
+    cell = next(cell for cell in nb.cells if "review_sheet(" in cell.source)
+    text = "".join(output.get("text", "") for output in cell.outputs)
+    assert text.startswith("4 pair(s) need a look: the top 2 of the label-issue ranking (caption: rank and kind); "
+                           "the 2 pair(s) the audit flags (caption: their flags); the 1 pair(s) a reviewer marked")
+    shown = [output["data"]["image/png"] for output in cell.outputs if "image/png" in output.get("data", {})]
+    assert len(shown) == 1 and base64.b64decode(shown[0]) == picture.read_bytes()
+    conclusion = "".join(output.get("text", "") for output in nb.cells[-1].outputs)
+    assert "flags 2 of 12 pairs: scene3, scene7" in conclusion and "1 marked as a problem (scene5)" in conclusion
+    assert not [output for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs
+                if output.output_type == "error"]
