@@ -330,11 +330,11 @@ def test_review_notebook_by_keyboard_in_chromium(lab, tmp_path):
         # the audit ran in the kernel's background thread; its flags reach the browser without any action
         page.locator(".review-audit").get_by_text("flagged").wait_for(timeout=120_000)
         assert "flags:" in page.locator(".review-info").inner_text()
-        # under the live review, the picture of what needs a look: the flagged pairs, six tiles a row
+        # under the live review, the picture of what needs a look, drawn at once (the audit was running then)
         look = page.locator(".jp-RenderedImage img").last
         look.wait_for(timeout=120_000)
-        assert look.evaluate("img => img.naturalWidth") == 6 * 160
-        assert page.get_by_text("pair(s) need a look: the 8 pair(s) the audit flags").count() == 1
+        assert look.evaluate("img => img.naturalWidth") > 0
+        assert page.get_by_text("pair(s) need a look").count() == 1
 
         assert aspect_error(page) < 0.02
         page.set_viewport_size({"width": 800, "height": 1000})

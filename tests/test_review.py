@@ -360,6 +360,9 @@ def test_session_takes_the_flags_when_the_background_audit_ends(five, tmp_path, 
     wait_until(lambda: "audit progress" in events)
     assert session.audit_status() == "audit running: 1 / 5 pairs"
     assert "still running in the background" in session.summary()
+    early = review_sheet(session, tmp_path / "early.png")  # what a notebook cell run now draws, and says
+    assert early.names == [] and "no audit flags yet (the audit was still running when this was drawn: 1 / 5 " \
+        "pairs done)" in early.text and early.path.is_file()
     session.record("aligned")  # the review goes on meanwhile
     session.go_to("c")
     release.set()
@@ -866,7 +869,8 @@ def planted_blobs(root) -> Path:
 def test_notebook_02_run_headless_reports_what_needs_a_look(tmp_path):
     """The user's path: notebook 02 executed by papermill on data with planted problems, a review log holding a
     problem verdict and a label-issue ranking, no audit report yet (the audit runs in the background and the
-    picture's cell waits for it): the picture shows the ranked, flagged and problem pairs, in the notebook too."""
+    picture's cell waits for it, as audit_wait_s asks): the picture shows the ranked, flagged and problem pairs,
+    in the notebook too."""
     data = planted_blobs(tmp_path / "blobs")
     log = tmp_path / "verdicts.jsonl"
     ReviewLog(log).record("scene5", "problem", "labels too small", reviewer="ana")
@@ -878,7 +882,7 @@ def test_notebook_02_run_headless_reports_what_needs_a_look(tmp_path):
     executed = tmp_path / "out" / "02_verify_alignment.ipynb"
     notebooks_cli.execute_notebook(notebooks_cli.NOTEBOOK_DIR / "02_verify_alignment.ipynb", executed, {
         "data_dir": str(data), "output_dir": str(out), "review_log": str(log), "reviewer": "tester",
-        "label_issues": str(issues)})
+        "label_issues": str(issues), "audit_wait_s": 120})
 
     report = json.loads((out / "audit.json").read_text())  # the background audit's report, saved
     assert audit.flagged(report) == ["scene3", "scene7"]

@@ -59,6 +59,8 @@ def review_sheet(session, path, top: int = TOP_RANKED, max_tiles: int = MAX_TILE
     with session.lock:
         flags, verdicts, issues = session.flags, dict(session.verdicts), session.issues
         audit_state = session.audit_status()
+        running = session.audit is not None and session.report is None and session.audit_failure is None
+        progress = session.audit_progress
     tiles = needs_a_look(flags, verdicts, issues, top)
     shown, left_out = tiles[:max_tiles], max(0, len(tiles) - max_tiles)
     names, captions = [name for name, _ in shown], [lines for _, lines in shown]
@@ -67,8 +69,12 @@ def review_sheet(session, path, top: int = TOP_RANKED, max_tiles: int = MAX_TILE
     flagged = sum(1 for found in (flags or {}).values() if found)
     problems = sum(1 for line in verdicts.values() if line["verdict"] == "problem")
     sources = [f"the top {ranked} of the label-issue ranking (caption: rank and kind)"] if ranked else []
-    sources.append(f"the {flagged} pair(s) the audit flags (caption: their flags)" if flags is not None
-                   else f"no audit flags ({audit_state})")
+    if flags is not None:
+        sources.append(f"the {flagged} pair(s) the audit flags (caption: their flags)")
+    else:
+        done = "{:,} / {:,} pairs done".format(*progress) if progress else "starting"
+        sources.append(f"no audit flags yet (the audit was still running when this was drawn: {done})" if running
+                       else f"no audit flags ({audit_state})")
     sources.append(f"the {problems} pair(s) a reviewer marked problem")
     text = f"{len(tiles)} pair(s) need a look: {'; '.join(sources)}."
     if shown:
