@@ -18,6 +18,13 @@ opens notebooks/02 on a kernel started beforehand, clicks Run > Run All Cells an
 
 Scenarios: "fresh" (no current audit report: the audit runs in the kernel's background, steps are measured
 while it runs and after), then "reused" (the report the first run saved is current: no audit at all).
+
+    .venv/bin/python bench/bench_review.py --pairs 2000 --in-process   # no browser: the kernel's share of a step
+
+--in-process times what the kernel does for a key (`ReviewApp.handle_key`: the session's step or verdict, the
+picture, the widgets' new values) in this process, without JupyterLab, the browser or the audit: the figure a
+change of the review's Python code moves, free of the browser's and the machine's noise. Run it with another
+checkout's package first on PYTHONPATH to compare two versions.
 """
 from __future__ import annotations
 
@@ -220,6 +227,25 @@ def run_scenario(helpers, name: str, data_dir: Path, work: Path, steps: int, pau
             "audit": audit_text, "rows": rows, "memory": memory, "tracebacks": tracebacks, "log_lines": len(log)}
 
 
+def in_process_steps(data_dir: Path, n_pairs: int, work: Path, steps: int, pause_ms: float) -> str:
+    """Median / p95 ms of ReviewApp.handle_key for `j` and `a` in this process (no audit, no browser), at the
+    reviewer's pace (the prefetch thread gets the pause) and back to back."""
+    from maskpair.review.app import ReviewApp
+
+    app = ReviewApp(data_dir, None, work / "in-process.verdicts.jsonl", reviewer="bench", run_audit=False,
+                    raise_errors=True)
+    lines = [f"| keys ({n_pairs:,} pairs, in process) | handle_key ms (median / p95) |", "|---|---:|"]
+    for key, what, pause in (("j", "j", pause_ms), ("j", "j, back to back", 0), ("a", "a (verdict + next)", pause_ms)):
+        times = []
+        for _ in range(steps):
+            started = time.perf_counter()
+            app.handle_key(key)
+            times.append((time.perf_counter() - started) * 1000)
+            time.sleep(pause / 1000)
+        lines.append(f"| {what} | {summary(times)} |")
+    return "\n".join(lines)
+
+
 def _centre(locator) -> tuple[float, float]:
     box = locator.bounding_box()
     return box["x"] + box["width"] / 2, box["y"] + min(box["height"] / 2, 200)
@@ -256,8 +282,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pause-ms", type=float, default=300, help="the reviewer's pace between key presses")
     parser.add_argument("--scenarios", nargs="+", default=["fresh", "reused"], choices=["fresh", "reused"])
     parser.add_argument("--work", type=Path, help="keep logs, reports and screenshots here (default: a temp folder)")
+    parser.add_argument("--in-process", action="store_true", help="time the kernel's share of a step, no browser")
     args = parser.parse_args(argv)
     data_dir = generate_pairs(CACHE_ROOT / f"review-{args.pairs}", args.pairs)
+    if args.in_process:
+        with tempfile.TemporaryDirectory(prefix="bench-review-") as tmp:
+            print(in_process_steps(data_dir, args.pairs, args.work or Path(tmp), args.steps, args.pause_ms))
+        return 0
     helpers = browser_helpers()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-review-") as tmp:

@@ -7,6 +7,7 @@ audit's flags arriving from the background thread, the picture's aspect ratio at
 (a Lab server over a temp folder, a kernel started before the page opens, a Run All that survives Lab's
 dialogs) are also used by bench/bench_review.py.
 """
+import ast
 import json
 import os
 import secrets
@@ -41,11 +42,13 @@ def free_port() -> int:
 
 
 def review_notebook_root(root: Path, parameters: dict) -> Path:
-    """A folder with notebooks/02 whose parameters cell holds `parameters` (literals); returns root."""
+    """A folder with notebooks/02 whose parameters cell holds its own literals updated with `parameters`;
+    returns root."""
     (root / "notebooks").mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(PROJECT_DIR / "notebooks" / NOTEBOOK, 4)
     cell = next(cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", []))
-    cell.source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body}  # literals
+    cell.source = "\n".join(f"{key} = {value!r}" for key, value in {**values, **parameters}.items())
     nbformat.write(nb, root / "notebooks" / NOTEBOOK)
     return root
 
@@ -327,6 +330,11 @@ def test_review_notebook_by_keyboard_in_chromium(lab, tmp_path):
         # the audit ran in the kernel's background thread; its flags reach the browser without any action
         page.locator(".review-audit").get_by_text("flagged").wait_for(timeout=120_000)
         assert "flags:" in page.locator(".review-info").inner_text()
+        # under the live review, the picture of what needs a look, drawn at once (the audit was running then)
+        look = page.locator(".jp-RenderedImage img").last
+        look.wait_for(timeout=120_000)
+        assert look.evaluate("img => img.naturalWidth") > 0
+        assert page.get_by_text("pair(s) need a look").count() == 1
 
         assert aspect_error(page) < 0.02
         page.set_viewport_size({"width": 800, "height": 1000})

@@ -1,18 +1,22 @@
 """Drawing one example for the review: image | overlay | labels [| label-issues picture], zoomed and panned, as a
-PNG strip; the view settings; the bounded caches of decoded pairs and rendered strips."""
+PNG strip; the view settings; the `PairRenderer` that reads pairs, keeps bounded caches of decoded pairs and
+rendered strips, and renders the neighbours in a background thread."""
 from __future__ import annotations
 
 import io
 import math
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from maskpair import figures
 from maskpair.boundaries import label_boundaries
 from maskpair.data.description import IGNORE_INDEX
+from maskpair.errors import DataError
 
 ZOOMS = (1, 2, 4, 8)
 MIN_PANEL_PX = 256          # panels are upscaled by a whole factor to at least this (the browser scales on, crisp)
@@ -223,3 +227,78 @@ class LRU:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+
+
+class PairRenderer:
+    """The PNG strip of any example for any view, read and drawn on demand: decoded pairs and rendered strips are
+    kept in bounded caches (DECODED_CACHE, RENDERED_CACHE), and `prefetch` renders the examples the reviewer will
+    probably see next in a background thread, so a step usually finds its picture ready.
+
+    data: anything with `raw_pair(name)` -> (image, mask) (a DataLoader); issues: {name: label-issue entry},
+    whose `picture` (an absolute path) becomes a fourth panel; with no issues, three panels.
+    """
+
+    def __init__(self, data, issues: dict | None = None):
+        self.data, self.issues = data, issues or {}
+        self.decoded = LRU(*DECODED_CACHE, sizeof=lambda pair: sum(a.nbytes for a in pair if a is not None))
+        self.rendered = LRU(*RENDERED_CACHE, sizeof=len)
+        self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="review-prefetch")
+        self._wanted: set = set()
+
+    def pair(self, name: str):
+        """(image RGB uint8, mask, extra picture or None) of `name`, decoded once while it stays in the cache."""
+        pair = self.decoded.get(name)
+        if pair is None:
+            image, mask = self.data.raw_pair(name)
+            extra = self._issue_picture(name, mask.shape) if self.issues else None
+            pair = (display_rgb(image), np.asarray(mask, np.uint8), extra)
+            self.decoded.put(name, pair)
+        return pair
+
+    def _issue_picture(self, name: str, shape) -> np.ndarray:
+        """The label-issues picture of `name` at the image's size (black when there is none)."""
+        from PIL import Image
+
+        picture = self.issues.get(name, {}).get("picture")
+        if not picture or not Path(picture).is_file():
+            return np.zeros((*shape[:2], 3), np.uint8)
+        with Image.open(picture) as img:
+            return np.asarray(img.convert("RGB").resize((shape[1], shape[0]), Image.NEAREST))
+
+    def shape(self, name: str) -> tuple[int, int]:
+        """(H, W) of example `name`."""
+        return self.pair(name)[1].shape
+
+    def png(self, name: str, view: View) -> bytes:
+        """The PNG strip of `name` drawn with `view`, from the cache or rendered now; a pair that cannot be read
+        gives a placeholder naming the reason, so the review can go on past it."""
+        key = (name, view)
+        png = self.rendered.get(key)
+        if png is None:
+            try:
+                image, mask, extra = self.pair(name)
+                png = png_bytes(render_strip(image, mask, view, extra))
+            except DataError as err:
+                png = png_bytes(placeholder_strip(f"cannot read {name}: {err}", 4 if self.issues else 3))
+            self.rendered.put(key, png)
+        return png
+
+    def prefetch(self, names, view: View):
+        """Render `names` with `view` in the background thread; earlier requests not started yet are dropped."""
+        self._wanted = {(name, view) for name in names}
+        for name in names:
+            if (name, view) not in self.rendered:
+                self._prefetcher.submit(self._render_if_wanted, name, view)
+
+    def _render_if_wanted(self, name, view):
+        """Prefetch task: skipped when the reviewer has moved on since it was queued."""
+        if (name, view) in self._wanted and (name, view) not in self.rendered:
+            try:
+                self.png(name, view)
+            except Exception:  # noqa: BLE001, S110  shown when the reviewer gets there (rendered in the foreground)
+                pass
+
+    def wait(self):
+        """Until the prefetches queued so far are done (tests, benchmarks)."""
+        self._prefetcher.submit(lambda: None).result()
