@@ -52,7 +52,7 @@ def run_training(data_dir: Path, out_dir: Path, settings) -> int:
     print(evaluate.format_scores(result))
     if "workers" in result:
         print(worker_line(0, result["workers"], result["shards"]["0"], result["weights_sha256"]))
-    print(f"done: metrics.json, predictions/ and model.h5 are in {out_dir}/")
+    print(f"done: metrics.json, predictions/ and the model folder model/ are in {out_dir}/")
     if "workers" in result:
         end_worker_process()
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from maskpair.training import losses
 from maskpair.training.legacy_keras import import_segmentation_models, import_tensorflow
@@ -82,13 +81,6 @@ def build_model(n_channels: int, n_classes: int, backbone: str = "resnet18", dec
     return model
 
 
-def save_model(model, output_dir) -> Path:
-    """Save the architecture and weights (no optimizer) as output_dir/model.h5."""
-    path = Path(output_dir) / "model.h5"
-    model.save(str(path), include_optimizer=False)
-    return path
-
-
 def load_model(path):
-    """A model saved by `save_model`, for prediction (not compiled)."""
+    """A Keras model file saved by training (the model folder's model.keras), for prediction (not compiled)."""
     return tf.keras.models.load_model(str(path), compile=False)
