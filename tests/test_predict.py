@@ -11,12 +11,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CLI
 from PIL import Image
 from synthetic import write_blobs, write_dataset_json
 
+from maskpair.errors import ConfigError
 from maskpair.training.predict import labels_from_probabilities
-
-from conftest import CLI
 
 VALUES = {"background": 0, "dim": 1000, "bright": 2000}  # beyond 8 bits: masks are 16-bit PNGs
 TRAINING = ["--epochs", "12", "--passes-per-epoch", "4", "--crop", "None", "--learning-rate", "0.003",
@@ -172,3 +172,48 @@ def test_a_missing_model_or_input_is_one_line_and_exit_1(trained, tmp_path):
     assert missing.returncode == 1 and "no model.json" in missing.stderr
     no_input = run(["predict", out, tmp_path / "none", "--out", tmp_path / "p"], cwd=me, check=False)
     assert no_input.returncode == 1 and "no such image, folder or list" in no_input.stderr
+
+
+# ---------------------------------------------------------------- pretrained encoders
+
+
+def test_a_local_encoder_weights_file_is_loaded_behind_the_normalisation_it_expects(tmp_path):
+    from maskpair.training import model as unet
+    from maskpair.training.legacy_keras import import_segmentation_models
+
+    sm = import_segmentation_models()
+    keras = {"backend": sm._KERAS_BACKEND, "layers": sm._KERAS_LAYERS, "models": sm._KERAS_MODELS,
+             "utils": sm._KERAS_UTILS}  # what segmentation_models hands its encoders
+    encoder = sm.Backbones.get_backbone("resnet18", input_shape=(None, None, 3), weights=None, include_top=False,
+                                        **keras)
+    rng = np.random.default_rng(0)
+    encoder.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in encoder.get_weights()])
+    encoder.save_weights(str(tmp_path / "resnet18.h5"))
+    model = unet.build_model(1, 3, "resnet18", (16, 8, 8, 8, 8), encoder_weights=str(tmp_path / "resnet18.h5"))
+    inner = next(layer for layer in model.layers if isinstance(layer, unet.tf.keras.Model))
+    for name in ("conv0", "stage4_unit2_conv2"):
+        for loaded, stored in zip(inner.get_layer(name).get_weights(), encoder.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(loaded, stored)
+    # ResNets take 0..255 pixels as they are; a gray image goes to all three channels
+    resnet = unet.encoder_normalisation("resnet18", 1)
+    assert resnet["matrix"] == [[1.0], [1.0], [1.0]] and resnet["bias"] == [0.0, 0.0, 0.0]
+    mobilenet = unet.encoder_normalisation("mobilenetv2", 3)
+    np.testing.assert_allclose(mobilenet["matrix"], np.eye(3) / 127.5, atol=1e-7)
+    np.testing.assert_allclose(mobilenet["bias"], [-1, -1, -1])
+    assert model.get_layer("encoder_input").matrix == resnet["matrix"]
+    with pytest.raises(ConfigError, match="holds no layer of the resnet18 encoder"):
+        other = sm.Backbones.get_backbone("vgg16", input_shape=(None, None, 3), weights=None, include_top=False,
+                                          **keras)
+        other.save_weights(str(tmp_path / "vgg.h5"))
+        unet.build_model(1, 3, "resnet18", (16, 8, 8, 8, 8), encoder_weights=str(tmp_path / "vgg.h5"))
+
+
+def test_imagenet_weights_offline_fail_with_one_clear_line(tmp_path):
+    data = blob_scenes(tmp_path / "blobs", n=8, size=32, seed=1)
+    environment = {**os.environ, "HOME": str(tmp_path), "https_proxy": "http://127.0.0.1:9",
+                   "HTTPS_PROXY": "http://127.0.0.1:9"}  # offline for sure, and no cached weights in ~/.keras
+    done = subprocess.run([*CLI, "train", str(data), "--out", str(tmp_path / "out"), "--encoder-weights", "imagenet"],
+                          capture_output=True, text=True, timeout=600, env=environment)
+    assert done.returncode == 1
+    assert "encoder_weights='imagenet'" in done.stderr and "could not be downloaded" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "out" / "model").exists()

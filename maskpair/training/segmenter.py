@@ -70,7 +70,10 @@ class Segmenter:
             "description": dataclasses.asdict(data.description), "classes": list(data.labels),
             "input": {"dtype": "uint8" if data.store.eight_bit else "float32", "channels": data.n_channels,
                       "range": "0..255, scaled by 1/255 inside" if data.store.eight_bit else "0..1"},
-            "preprocessing": {"max_size": getattr(data.description, "max_size", None), "normalisation": None},
+            "preprocessing": {"max_size": getattr(data.description, "max_size", None),
+                              "normalisation": None if config.encoder_weights is None else {
+                                  "encoder_weights": config.encoder_weights,
+                                  **unet.encoder_normalisation(config.backbone, data.n_channels)}},
             "pad_multiple": unet.UNET_MULTIPLE, "flip_average": config.flip_average,
             "postprocessing": {"largest_structure": {"applied": False, "reason": "not decided"} if largest is None
                                else largest},

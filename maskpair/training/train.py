@@ -101,7 +101,8 @@ def replica_batch_size(batch_size: int, replicas: int) -> int:
 def build_model(data: DataLoader, config: TrainConfig, strategy=None):
     """The compiled UNet for this data: its channels and classes, the configured encoder and loss."""
     return unet.build_model(data.n_channels, data.n_classes, config.backbone, config.decoder_filters,
-                            config.learning_rate, data.description.partial_labels, config.focal_weight, strategy)
+                            config.learning_rate, data.description.partial_labels, config.focal_weight, strategy,
+                            config.encoder_weights)
 
 
 def train_model(data: DataLoader, config: TrainConfig, output_dir, strategy=None, verbose: int = 0,
