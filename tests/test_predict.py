@@ -217,3 +217,15 @@ def test_imagenet_weights_offline_fail_with_one_clear_line(tmp_path):
     assert done.returncode == 1
     assert "encoder_weights='imagenet'" in done.stderr and "could not be downloaded" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (tmp_path / "out" / "model").exists()
+
+
+def test_input_may_be_one_image_or_a_list_of_images(trained, tmp_path):
+    data, out, me = trained
+    run(["predict", out, data / "images" / "scene2.png", "--out", tmp_path / "one"], cwd=me)
+    assert [path.name for path in (tmp_path / "one").iterdir()] == ["scene2.png"]
+    listing = tmp_path / "list.txt"
+    relative = os.path.relpath(data / "images" / "scene4.png", tmp_path)
+    listing.write_text(f"# two images, one relative to this file, one absolute\n{relative}\n"
+                       f"{data / 'images' / 'scene5.png'}\n")
+    run(["predict", out, listing, "--out", tmp_path / "listed"], cwd=me)
+    assert sorted(path.name for path in (tmp_path / "listed").iterdir()) == ["scene4.png", "scene5.png"]
