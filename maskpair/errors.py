@@ -1,4 +1,5 @@
-"""The one exception type for problems with the data on disk."""
+"""The exceptions a user is shown as one clear line: problems with the data on disk (`DataError`) and settings that
+cannot be used here (`ConfigError`)."""
 
 
 class DataError(ValueError):
@@ -7,3 +8,7 @@ class DataError(ValueError):
     def __init__(self, problems):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used here, e.g. pretrained encoder weights that cannot be downloaded offline."""

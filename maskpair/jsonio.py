@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path, PurePath
 
 import numpy as np
+
+from maskpair.atomic import write_atomically
 
 
 def plain(value):
@@ -41,13 +41,7 @@ def dumps(value, indent: int | None = None) -> str:
 
 
 def write_json(path, value, indent: int | None = 1) -> Path:
-    """Write `value` as JSON to `path` (parent folders created): to a temporary file beside it, then renamed over
-    it, so a reader never sees half a file and a failure leaves the previous one. Returns the path."""
-    path = Path(path)
+    """Write `value` as JSON to `path` (parent folders created) through a temporary file renamed over it, so a
+    reader never sees half a file and a failure leaves the previous one. Returns the path."""
     text = dumps(value, indent) + "\n"  # before anything is opened: a value that cannot be written writes nothing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-    return path
+    return write_atomically(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))

@@ -131,7 +131,7 @@ def test_two_local_workers_train_one_epoch_to_identical_weights_on_disjoint_shar
     assert metrics["dataset"]["splits"]["train"] == len(splits["train"]) and metrics["config"]["batch_size"] == 4
     # the chief's saved model is the weights both workers reported
     assert metrics["weights_sha256"] == done[0][1]
-    assert fit.weights_digest(unet.load_model(out / "model.h5").get_weights()) == done[0][1]
+    assert fit.weights_digest(unet.load_model(out / "model" / "model.keras").get_weights()) == done[0][1]
     # only the chief wrote into --out: no other worker's checkpoint folder is left there
     assert (out / "checkpoints" / "best.weights.index").is_file() and not list(out.rglob("workertemp*"))
     assert {path.stem for path in (out / "predictions").glob("*.npy")} == set(splits["test"])

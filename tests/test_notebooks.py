@@ -2,6 +2,7 @@
 as committed, and no TensorFlow start-up noise in what a user reads."""
 import json
 import re
+import shutil
 
 import nbformat
 import pytest
@@ -68,9 +69,17 @@ def test_training_notebook_defaults_are_trainconfig_defaults():
 def test_training_notebook_smoke_run_is_quiet_and_writes_metrics(example_data, tmp_path):
     out = tmp_path / "04"
     executed = tmp_path / "04_train_unet.ipynb"
+    unlabelled = tmp_path / "new images"  # images without masks, for the notebook's last section
+    unlabelled.mkdir()
+    for name in ("3.png", "11.png"):
+        shutil.copy(example_data / "images" / name, unlabelled / name)
     notebooks_cli.execute_notebook(notebooks_cli.NOTEBOOK_DIR / "04_train_unet.ipynb", executed,
-                         {"data_dir": str(example_data), "output_dir": str(out), "epochs": 2})
+                                   {"data_dir": str(example_data), "output_dir": str(out), "epochs": 2,
+                                    "predict_dir": str(unlabelled)})
     nb = nbformat.read(executed, as_version=4)
+    segmented = next(c for c in nb.cells if c.source.startswith("if predict_dir:"))
+    assert any("image/png" in o.get("data", {}) for o in segmented.outputs), "no picture of the new images"
+    assert (out / "model" / "saved_model").is_dir() and (out / "model" / "model.json").is_file()
     assert not noise_in(nb), noise_in(nb)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     metrics = json.loads((out / "metrics.json").read_text())

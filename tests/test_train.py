@@ -37,7 +37,8 @@ def test_fit_keeps_the_best_checkpoint_and_times_every_step(tiny_data, tmp_path)
     ready = report["batch_ready_times"]  # every step's batch came from the loader, in order
     assert len(ready) >= len(report["step_starts"]) and ready == sorted(ready)
     assert 0.0 <= fit.input_wait_share(report) < 1.0
-    reloaded = unet.load_model(unet.save_model(model, tmp_path))
+    model.save(str(tmp_path / "model.keras"))
+    reloaded = unet.load_model(tmp_path / "model.keras")
     image = data.get_image(data.splits["test"][0])[None]
     np.testing.assert_allclose(reloaded.predict(image, verbose=0), model.predict(image, verbose=0), atol=1e-5)
 
@@ -123,7 +124,7 @@ def test_run_trains_evaluates_and_writes_everything_by_class_name(tiny_data, tmp
     assert written["dataset"]["classes"] == classes and written["mean_dice"] == pytest.approx(metrics["mean_dice"])
     test_names = DataLoader(tiny_data, split=train.make_splits(list(pair_files(tiny_data)), config)).splits["test"]
     saved = {path.stem for path in (tmp_path / "predictions").glob("*.npy")}
-    assert saved == set(test_names) and (tmp_path / "model.h5").is_file()
+    assert saved == set(test_names) and (tmp_path / "model" / "model.keras").is_file()
     assert written["largest_structure"]["applied"] in (True, False)
 
 
@@ -155,6 +156,6 @@ def test_largest_structure_auto_is_decided_on_the_val_split(tiny_data):
     decided = train.choose_largest_structure(Says(), data, TrainConfig(largest_structure="auto"))
     assert set(decided) >= {"applied", "reason", "val_mean_dice_with", "val_mean_dice_without"}
     assert train.choose_largest_structure(Says(), data, TrainConfig(largest_structure="off")) == {
-        "applied": False, "reason": "largest_structure=off"}
+        "applied": False, "bridge_px": train.BRIDGE_PX, "reason": "largest_structure=off"}
     labels = predict.predict_labels(Says(), data, data.splits["val"][:1])
     assert list(labels.values())[0].shape == data.get_mask(data.splits["val"][0]).shape

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from maskpair.cli import audit, data, label_issues, notebooks, train
+from maskpair.cli import audit, data, label_issues, notebooks, predict, train
 
-COMMAND_MODULES = (data, audit, notebooks, train, label_issues)  # each adds its subcommands, in --help's order
+COMMAND_MODULES = (data, audit, notebooks, train, label_issues, predict)  # each adds its subcommands, in --help's order
 
 
 class Parser(argparse.ArgumentParser):

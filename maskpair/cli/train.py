@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from maskpair.cli.notebooks import parse_value, stop_child_processes
-from maskpair.errors import DataError
+from maskpair.errors import ConfigError, DataError
 from maskpair.training import config
 
 
@@ -42,7 +42,7 @@ def run_training(data_dir: Path, out_dir: Path, settings) -> int:
 
     try:
         result = train.run(data_dir, out_dir, settings, verbose=2)
-    except DataError as err:
+    except (DataError, ConfigError) as err:
         print(err, file=sys.stderr)
         return 1
     if "shard" in result:  # a worker other than the chief
@@ -52,7 +52,7 @@ def run_training(data_dir: Path, out_dir: Path, settings) -> int:
     print(evaluate.format_scores(result))
     if "workers" in result:
         print(worker_line(0, result["workers"], result["shards"]["0"], result["weights_sha256"]))
-    print(f"done: metrics.json, predictions/ and model.h5 are in {out_dir}/")
+    print(f"done: metrics.json, predictions/ and the model folder model/ are in {out_dir}/")
     if "workers" in result:
         end_worker_process()
     return 0

@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from maskpair.errors import DataError
 from maskpair.jsonio import dumps
 
@@ -98,6 +100,17 @@ class DatasetDescription:
     def declared(self) -> bool:
         """True when read from a dataset.json (then error messages name it), False when inferred."""
         return self.source != "inferred"
+
+    def encode(self, labels) -> np.ndarray:
+        """Class indices (H, W) -> this dataset's mask values, in the smallest unsigned type that holds them (the
+        inverse of reading a mask, for writing predictions as the dataset stores its masks)."""
+        labels = np.asarray(labels)
+        if labels.size and int(labels.max()) >= self.n_classes:
+            raise ValueError(f"label map holds class {int(labels.max())}; {self.name} has {self.n_classes} classes")
+        values = np.array(self.class_values)
+        dtype = next(t for t in (np.uint8, np.uint16, np.int32) if values.min() >= np.iinfo(t).min
+                     and values.max() <= np.iinfo(t).max)
+        return values.astype(dtype)[labels]
 
     def labels_text(self) -> str:
         """`0 membrane, 255 cell`: the labels as error messages list them."""

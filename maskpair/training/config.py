@@ -19,7 +19,8 @@ class TrainConfig:
     fold: int = -1  # -1: a seeded split with 20% test; 0..n_folds-1: that fold of a seeded k-fold is test
     n_folds: int = 5
     val_fraction: float = 0.2  # share of all examples for early stopping and the checkpoint choice
-    backbone: str = "resnet18"  # segmentation_models encoder, trained from scratch (no downloadable weights)
+    backbone: str = "resnet18"  # segmentation_models encoder
+    encoder_weights: str | None = None  # None: from scratch; "imagenet": downloaded (needs the network); or a file
     decoder_filters: tuple = (128, 64, 32, 32, 16)  # lighter than segmentation_models' (256, 128, 64, 32, 16)
     batch_size: int = 4  # lowered (with a warning) when a split is smaller
     epochs: int = 100  # at most; early stopping usually ends training sooner

@@ -1,5 +1,6 @@
 """One training run, start to end: the data as configured -> UNet -> fit -> held-out predictions and scores ->
-metrics.json, predictions/ and model.h5 in an output folder. Notebook 04 and `run.py train` both call these steps.
+metrics.json, predictions/ and the model folder (model/) in an output folder. Notebook 04 and `maskpair train` both
+call these steps.
 With TF_CONFIG set, the process is one worker of a cluster that trains together (`run_worker`, docs/distributed.md).
 """
 from __future__ import annotations
@@ -17,9 +18,12 @@ from maskpair.data.files import natural_key, pair_files
 from maskpair.data.loader import DataLoader
 from maskpair.data.set_aside import reviewed_problems, set_aside
 from maskpair.data.splits import fitting_batch_size, kfold_splits, split_names
-from maskpair.training import fit, predict
+from maskpair.training import fit
 from maskpair.training import model as unet
 from maskpair.training.config import TrainConfig
+from maskpair.training.predict import keep_largest_structure, labels_from_probabilities
+from maskpair.training.scoring import score_examples
+from maskpair.training.segmenter import Segmenter
 
 # Wider intensity jitter than `Augment`'s default: scans of one kind still differ 2x in brightness
 # (the example data: vertebra means 38 to 76 of 255), see docs/experiments.md.
@@ -97,7 +101,8 @@ def replica_batch_size(batch_size: int, replicas: int) -> int:
 def build_model(data: DataLoader, config: TrainConfig, strategy=None):
     """The compiled UNet for this data: its channels and classes, the configured encoder and loss."""
     return unet.build_model(data.n_channels, data.n_classes, config.backbone, config.decoder_filters,
-                            config.learning_rate, data.description.partial_labels, config.focal_weight, strategy)
+                            config.learning_rate, data.description.partial_labels, config.focal_weight, strategy,
+                            config.encoder_weights)
 
 
 def train_model(data: DataLoader, config: TrainConfig, output_dir, strategy=None, verbose: int = 0,
@@ -116,50 +121,56 @@ def choose_largest_structure(model, data: DataLoader, config: TrainConfig) -> di
     """Whether to keep only the largest predicted structure: as configured ("on"/"off"), or with "auto" when that
     scores at least as well on the val split as not doing it (nnU-Net decides its post-processing the same way)."""
     if config.largest_structure != "auto":
-        return {"applied": config.largest_structure == "on", "reason": f"largest_structure={config.largest_structure}"}
+        return {"applied": config.largest_structure == "on", "bridge_px": BRIDGE_PX,
+                "reason": f"largest_structure={config.largest_structure}"}
     names = data.splits["val"]
-    raw = predict.predict_labels(model, data, names, config.flip_average)
-    kept = {name: predict.keep_largest_structure(labels, BRIDGE_PX) for name, labels in raw.items()}
+    segmenter = Segmenter.from_training(model, data, config)  # nothing post-processed yet
+    images = (data.raw_pair(name)[0] for name in names)
+    raw = {name: labels_from_probabilities(p) for name, p in zip(names, segmenter.probabilities_many(images))}
+    kept = {name: keep_largest_structure(labels, BRIDGE_PX) for name, labels in raw.items()}
     truths = {name: data.get_mask(name) for name in names}
     partial = data.description.partial_labels
     without = evaluate.evaluate(truths, raw, data.labels, partial)["mean_dice"]
     with_it = evaluate.evaluate(truths, kept, data.labels, partial)["mean_dice"]
     applied = bool(with_it >= without)
-    return {"applied": applied, "val_mean_dice_with": with_it, "val_mean_dice_without": without,
-            "reason": f"val mean Dice {with_it:.4f} with it, {without:.4f} without"}
+    return {"applied": applied, "bridge_px": BRIDGE_PX, "val_mean_dice_with": with_it,
+            "val_mean_dice_without": without, "reason": f"val mean Dice {with_it:.4f} with it, {without:.4f} without"}
 
 
-def test_metrics(model, data: DataLoader, config: TrainConfig, report: dict, largest: dict):
-    """(metrics, final label maps) of the test split: per-class scores after post-processing, before it, and
-    the training summary and configuration."""
-    names = data.splits["test"]
-    raw = predict.predict_labels(model, data, names, config.flip_average)
-    final = ({name: predict.keep_largest_structure(labels, BRIDGE_PX) for name, labels in raw.items()}
-             if largest["applied"] else raw)
-    truths = {name: data.get_mask(name) for name in names}
-    partial = data.description.partial_labels
-    scores = evaluate.evaluate(truths, final, data.labels, partial)
+def test_metrics(segmenter: Segmenter, data: DataLoader, config: TrainConfig, report: dict):
+    """(metrics, final label maps) of the test split, predicted by `segmenter` as any saved model predicts:
+    per-class and per-example scores after post-processing, Dice before it, the training summary, the dataset and
+    the whole configuration."""
+    scores, final = score_examples(segmenter, data, data.splits["test"])
     metrics = {**scores,
-               "dice_before_postprocessing": evaluate.evaluate(truths, raw, data.labels, partial)["dice"],
-               "removed_pixels": predict.removed_pixels(raw, final),
-               "largest_structure": largest,
+               "largest_structure": segmenter.largest_structure,
                "training": fit.training_summary(report),
                "dataset": {"name": data.description.name, "classes": list(data.labels),
-                           "channels": data.n_channels, "partial_labels": partial,
+                           "channels": data.n_channels, "partial_labels": data.description.partial_labels,
                            "splits": {split: len(names) for split, names in data.splits.items()}},
                "config": {**config.to_dict(), "batch_size": data.batch_size}}
     return metrics, final
 
 
-def write_outputs(model, metrics: dict, predictions: dict, output_dir) -> Path:
-    """metrics.json, predictions/<name>.npy (uint8 class-index maps) and model.h5 into output_dir."""
+def write_outputs(segmenter: Segmenter, metrics: dict, predictions: dict, output_dir) -> Path:
+    """metrics.json, predictions/<name>.npy (uint8 class-index maps of the test split) and the model folder
+    (model/: Keras file, SavedModel, model.json) into output_dir."""
     output_dir = Path(output_dir)
     folder = output_dir / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     for name, labels in predictions.items():
         np.save(folder / f"{name}.npy", labels)
-    unet.save_model(model, output_dir)
+    segmenter.save(output_dir)
     return evaluate.write_metrics(metrics, output_dir)
+
+
+def evaluate_and_save(model, data: DataLoader, config: TrainConfig, report: dict, output_dir):
+    """After training: choose the post-processing on val, score the test split, write everything (`write_outputs`);
+    returns (metrics, the test split's final label maps)."""
+    segmenter = Segmenter.from_training(model, data, config, choose_largest_structure(model, data, config))
+    metrics, predictions = test_metrics(segmenter, data, config, report)
+    write_outputs(segmenter, metrics, predictions, output_dir)
+    return metrics, predictions
 
 
 def run(data_dir, output_dir, config: TrainConfig = TrainConfig(), verbose: int = 0) -> dict:
@@ -170,9 +181,7 @@ def run(data_dir, output_dir, config: TrainConfig = TrainConfig(), verbose: int 
         return run_worker(data_dir, output_dir, config, strategy, verbose)
     data = prepare_data(data_dir, config)
     model, report = train_model(data, config, output_dir, strategy, verbose)
-    metrics, predictions = test_metrics(model, data, config, report, choose_largest_structure(model, data, config))
-    write_outputs(model, metrics, predictions, output_dir)
-    return metrics
+    return evaluate_and_save(model, data, config, report, output_dir)[0]
 
 
 def run_worker(data_dir, output_dir, config: TrainConfig, strategy, verbose: int = 0) -> dict:
@@ -201,11 +210,13 @@ def run_worker(data_dir, output_dir, config: TrainConfig, strategy, verbose: int
     result = {"worker": worker, "workers": workers, "shard": shards[worker], "weights_sha256": digest}
     if chief:
         model = plain_model(data, config, weights)
-        result, predictions = test_metrics(model, data, config, report, choose_largest_structure(model, data, config))
+        segmenter = Segmenter.from_training(model, data, config, choose_largest_structure(model, data, config))
+        segmenter.info["splits"] = splits  # the run's, not this worker's shard of train
+        result, predictions = test_metrics(segmenter, data, config, report)
         result["dataset"]["splits"] = {split: len(names) for split, names in splits.items()}
         result["config"]["batch_size"] = batch_size
         result.update(workers=workers, shards={str(k): shard for k, shard in shards.items()}, weights_sha256=digest)
-        write_outputs(model, result, predictions, output_dir)
+        write_outputs(segmenter, result, predictions, output_dir)
     # the others wait for the chief: TensorFlow reports a worker that leaves while the chief runs as crashed
     wait_for_every_worker(strategy)
     return result
