@@ -3,6 +3,7 @@ review session, the review app's actions and callbacks without a browser (tests/
 one), and notebook 02 run headless as a report: the picture of what most needs a look."""
 import base64
 import csv
+import io
 import json
 import signal
 import subprocess
@@ -448,6 +449,34 @@ def test_render_keeps_colour_images_and_adds_the_extra_panel():
     strip = render.render_strip(image, mask, View(), extra)
     first, *_, last = panels(strip, 4)
     assert tuple(first[0, 0]) == (200, 0, 0) and tuple(last[0, 0]) == (0, 0, 255)
+
+
+def test_a_models_prediction_is_drawn_as_the_mask_is_in_the_last_panel():
+    image, mask = square_pair()
+    same = panels(render.render_strip(image, mask, View(opacity=1.0, classes=(1,)), prediction=mask), 4)
+    assert np.array_equal(same[3], same[1])  # a prediction equal to the mask looks like the mask's overlay
+    outlined = panels(render.render_strip(image, mask, View(outline=True), prediction=np.zeros_like(mask)), 4)
+    assert np.array_equal(outlined[3], outlined[0])  # nothing predicted: the image as it is
+    both = panels(render.render_strip(image, mask, View(), np.zeros((20, 20, 3), np.uint8), mask), 5)
+    assert len(both) == 5 and tuple(both[3][0, 0]) == (0, 0, 0)  # label issues, then the model
+
+
+@pytest.mark.slow
+def test_with_a_model_folder_the_review_shows_the_models_prediction(tmp_path):
+    from maskpair.training import model as unet
+    from maskpair.training.config import TrainConfig
+    from maskpair.training.segmenter import Segmenter
+
+    root = write_dataset(tmp_path / "d", [str(k) for k in range(6)])
+    data = DataLoader(root, batch_size=1, cache=False)
+    Segmenter.from_training(unet.build_model(1, data.n_classes, decoder_filters=(16, 8, 8, 8, 8)), data,
+                            TrainConfig()).save(tmp_path / "run")
+    app = ReviewApp(root, log_path=tmp_path / "v.jsonl", model=tmp_path / "run", run_audit=False, raise_errors=True)
+    assert "prediction" in app.panel_titles.value
+    strip = np.asarray(Image.open(io.BytesIO(app.image.value)))
+    width = (strip.shape[1] - 3 * render.GAP_PX) // 4
+    assert strip.shape[1] == 4 * width + 3 * render.GAP_PX
+    assert app.renderer.pair(app.session.current)[3].shape == (32, 32)
 
 
 def test_zoom_keeps_the_point_under_the_pointer_and_pan_stays_inside():

@@ -61,16 +61,22 @@ class ReviewApp:
     `audit_paths` is used, else the audit runs in a background thread (its report written to audit_paths[0])
     and the flags are filled in when it finishes (run_audit=False: no flags). log_path: the verdict log
     (default beside the data); reviewer: written with each verdict (default: the OS user); label_issues:
-    optional label_issues.json (a rank column, sorting/filtering by it, its picture as a fourth panel).
-    The state is `session` (a ReviewSession); `widget` is what the notebook shows.
+    optional label_issues.json (a rank column, sorting/filtering by it, its picture as a panel); model: optional
+    model folder (`maskpair train --out DIR`: DIR or DIR/model) whose prediction of each example is the last panel,
+    drawn as the mask is (loading it starts TensorFlow). The state is `session` (a ReviewSession); `widget` is what the notebook shows.
     Callback errors are shown in a red box above the UI (cleared by the next action that succeeds) and kept
     in `errors`; `raise_errors=True` (tests) re-raises them instead.
     """
 
     def __init__(self, data_dir, report: dict | None = None, log_path=None, *, reviewer: str | None = None,
-                 label_issues=None, audit_paths=(), run_audit: bool = True, raise_errors: bool = False):
+                 label_issues=None, model=None, audit_paths=(), run_audit: bool = True, raise_errors: bool = False):
         self.session = ReviewSession(data_dir, log_path, reviewer=reviewer, label_issues=label_issues)
-        self.renderer = PairRenderer(self.session.data, self.session.issues)
+        segmenter = None
+        if model:
+            from maskpair.training.segmenter import Segmenter  # TensorFlow only when a model is asked for
+
+            segmenter = Segmenter.load(model)
+        self.renderer = PairRenderer(self.session.data, self.session.issues, segmenter)
         self.raise_errors = raise_errors
         self.errors: list[str] = []
         self.view_settings = View(classes=tuple(range(1, len(self.session.data.labels))))
@@ -251,6 +257,8 @@ class ReviewApp:
         if issues:
             issue = issues.get(self.session.current)
             titles.append(f"label issues (rank {issue['rank']})" if issue and "rank" in issue else "label issues")
+        if self.renderer.segmenter is not None:
+            titles.append("model's prediction")
         cells = "".join(f"<div>{html.escape(title)}</div>" for title in titles)
         value = f"<div style='display:grid;grid-template-columns:repeat({len(titles)},1fr)'>{cells}</div>"
         if self.panel_titles.value != value:

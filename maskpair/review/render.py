@@ -99,11 +99,13 @@ def colour_tables(view: View) -> tuple[np.ndarray, np.ndarray]:
 
 
 
-def render_strip(image: np.ndarray, mask: np.ndarray, view: View = View(), extra: np.ndarray | None = None):
-    """One RGB uint8 strip: image | overlay | labels [| extra], each the zoomed crop at display size.
+def render_strip(image: np.ndarray, mask: np.ndarray, view: View = View(), extra: np.ndarray | None = None,
+                 prediction: np.ndarray | None = None):
+    """One RGB uint8 strip: image | overlay | labels [| extra] [| prediction], each the zoomed crop at display size.
 
     image: (H, W[, C]) uint8 or float; mask: (H, W) class indices, IGNORE_INDEX drawn hatched grey;
-    extra: an RGB picture of the same (H, W) (the label-issues panel) or None.
+    extra: an RGB picture of the same (H, W) (the label-issues panel) or None; prediction: a model's class-index
+    map of the same (H, W), drawn over the image as the mask is (same classes, fill or outline), or None.
     """
     rgb = display_rgb(image)
     top, left, crop_h, crop_w = crop_box(mask.shape, view.zoom, view.centre)
@@ -113,26 +115,29 @@ def render_strip(image: np.ndarray, mask: np.ndarray, view: View = View(), extra
     picture = rgb[rows[:, None], cols]
     labels = np.asarray(mask)[rows[:, None], cols]
     colours, shown = colour_tables(view)
-    painted = shown[labels]
-    ignore = labels == IGNORE_INDEX
     hatch = _hatch(labels.shape)
 
-    overlay = picture.copy()
-    if view.outline:
-        line = painted & label_boundaries(labels)
-        overlay[line] = colours[labels[line]]
-    else:
-        alpha = np.float32(view.opacity)
-        mixed = (1 - alpha) * picture[painted] + alpha * colours[labels[painted]].astype(np.float32)
-        overlay[painted] = np.round(mixed).astype(np.uint8)
-    overlay[ignore & hatch] = HATCH_RGB
+    def overlay(label_map):
+        """The picture with `label_map`'s shown classes tinted (or outlined), its ignore pixels hatched."""
+        painted = shown[label_map]
+        drawn = picture.copy()
+        if view.outline:
+            line = painted & label_boundaries(label_map)
+            drawn[line] = colours[label_map[line]]
+        else:
+            alpha = np.float32(view.opacity)
+            mixed = (1 - alpha) * picture[painted] + alpha * colours[label_map[painted]].astype(np.float32)
+            drawn[painted] = np.round(mixed).astype(np.uint8)
+        drawn[(label_map == IGNORE_INDEX) & hatch] = HATCH_RGB
+        return drawn
 
-    label_panel = colours[np.where(painted, labels, 0)]
-    label_panel[ignore & hatch] = HATCH_RGB
-
-    panels = [picture, overlay, label_panel]
+    label_panel = colours[np.where(shown[labels], labels, 0)]
+    label_panel[(labels == IGNORE_INDEX) & hatch] = HATCH_RGB
+    panels = [picture, overlay(labels), label_panel]
     if extra is not None:
         panels.append(display_rgb(extra)[rows[:, None], cols])
+    if prediction is not None:
+        panels.append(overlay(np.asarray(prediction)[rows[:, None], cols]))
     gap = np.full((out_h, GAP_PX, 3), 255, np.uint8)
     return np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1)
 
@@ -236,23 +241,27 @@ class PairRenderer:
     probably see next in a background thread, so a step usually finds its picture ready.
 
     data: anything with `raw_pair(name)` -> (image, mask) (a DataLoader); issues: {name: label-issue entry},
-    whose `picture` (an absolute path) becomes a fourth panel; with no issues, three panels.
+    whose `picture` (an absolute path) becomes a panel; segmenter: a trained model (`Segmenter`) whose prediction
+    becomes the last panel; with neither, three panels.
     """
 
-    def __init__(self, data, issues: dict | None = None):
-        self.data, self.issues = data, issues or {}
+    def __init__(self, data, issues: dict | None = None, segmenter=None):
+        self.data, self.issues, self.segmenter = data, issues or {}, segmenter
+        self.panels = 3 + bool(self.issues) + (segmenter is not None)
         self.decoded = LRU(*DECODED_CACHE, sizeof=lambda pair: sum(a.nbytes for a in pair if a is not None))
         self.rendered = LRU(*RENDERED_CACHE, sizeof=len)
         self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="review-prefetch")
         self._wanted: set = set()
 
     def pair(self, name: str):
-        """(image RGB uint8, mask, extra picture or None) of `name`, decoded once while it stays in the cache."""
+        """(image RGB uint8, mask, label-issues picture or None, the model's prediction or None) of `name`, read
+        (and predicted) once while it stays in the cache."""
         pair = self.decoded.get(name)
         if pair is None:
             image, mask = self.data.raw_pair(name)
             extra = self._issue_picture(name, mask.shape) if self.issues else None
-            pair = (display_rgb(image), np.asarray(mask, np.uint8), extra)
+            prediction = self.segmenter.predict(image) if self.segmenter is not None else None
+            pair = (display_rgb(image), np.asarray(mask, np.uint8), extra, prediction)
             self.decoded.put(name, pair)
         return pair
 
@@ -277,10 +286,10 @@ class PairRenderer:
         png = self.rendered.get(key)
         if png is None:
             try:
-                image, mask, extra = self.pair(name)
-                png = png_bytes(render_strip(image, mask, view, extra))
+                image, mask, extra, prediction = self.pair(name)
+                png = png_bytes(render_strip(image, mask, view, extra, prediction))
             except DataError as err:
-                png = png_bytes(placeholder_strip(f"cannot read {name}: {err}", 4 if self.issues else 3))
+                png = png_bytes(placeholder_strip(f"cannot read {name}: {err}", self.panels))
             self.rendered.put(key, png)
         return png
 
