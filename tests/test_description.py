@@ -39,7 +39,8 @@ def test_the_spine_example_description():
 def test_read_declared_gives_what_the_file_says_and_where_the_files_are(tmp_path):
     assert read_declared(tmp_path) == {"source": "inferred", "name": tmp_path.name, "partial_labels": False,
                                        "file_ending": None, "audit": {}, "layout": "folders", "images": "images",
-                                       "masks": "masks"}
+                                       "masks": "masks", "roi": None, "unpaired_images": "error",
+                                       "lossy_masks": False, "max_size": None}
     path = write_dataset_json(tmp_path, name="EM", images="image", masks="label", channel_names={"0": "EM"},
                               labels={"cell": 255, "membrane": 0}, partial_labels=True, numTraining=30,
                               audit={"extent": True})
@@ -85,7 +86,14 @@ def test_to_json_reads_back_as_the_same_description(tmp_path, layout):
     ('{"modality": {"0": "CT"}}', "'modality' is nnU-Net v1's key"),
     ('{"labels": {}}', "d/dataset.json: labels must be a non-empty object"),
     ('{"labels": {"a": 0, "b": 0}}', "d/dataset.json: labels: 'a' and 'b' both have value 0"),
-    ('{"labels": {"a": 0, "b": [1, 2]}}', "labels: 'b' is a list of values (nnU-Net region-based training), not"),
+    ('{"labels": {"a": [0, 1], "b": [1, 2]}}', "labels: 'a' and 'b' both have value 1 (overlapping regions"),
+    ('{"labels": {"a": [0, 0], "b": 2}}', "labels: 'a' lists value 0 twice"),
+    ('{"labels": {"a": [], "b": 2}}', "labels: 'a' is an empty list"),
+    ('{"labels": {"a": 0, "b": "#ff0000"}}', "labels mix integers and colours"),
+    ('{"labels": {"a": "#ff00", "b": "#ff0000"}}', "labels: 'a' has value '#ff00', expected an integer, a colour"),
+    ('{"labels": {"a": "red", "b": "#ff0000"}}', "labels: 'a' has value 'red', expected an integer, a colour"),
+    ('{"labels": {"a": "#FF0000", "b": "#ff0000"}}', "labels: 'a' and 'b' both have value #ff0000"),
+    ('{"labels": {"a": 0, "b": 1}, "regions_class_order": [1]}', "'regions_class_order' (nnU-Net's overlapping"),
     ('{"labels": {"a": 0, "b": 1.5}}', "labels: 'b' has value 1.5, expected an integer"),
     ('{"labels": {"a": 0, "b": true}}', "labels: 'b' has value True, expected an integer"),
     ('{"labels": {"ignore": 255}}', "labels: no class besides 'ignore'"),
@@ -94,7 +102,18 @@ def test_to_json_reads_back_as_the_same_description(tmp_path, layout):
     ('{"channel_names": ["R"]}', "channel_names must be an object"),
     ('{"partial_labels": "yes"}', "d/dataset.json: partial_labels must be true or false"),
     ('{"file_ending": ".nii.gz"}', "d/dataset.json: file_ending must be one of"),
-    ('{"masks": "../elsewhere"}', "d/dataset.json: masks must be a folder name inside the data folder"),
+    ('{"masks": "../elsewhere"}', "d/dataset.json: masks must be a folder name or a template inside the data"),
+    ('{"masks": "m/{name}_{name}.png"}', "d/dataset.json: masks 'm/{name}_{name}.png': {name} must appear once"),
+    ('{"masks": "{name}/mask.png"}', "masks '{name}/mask.png': {name} must be in the file name (the last part)"),
+    ('{"masks": "m/{id}_{name}.png"}', "masks 'm/{id}_{name}.png': the only field is {name}"),
+    ('{"masks": "m/a*/{name}.png"}', "masks 'm/a*/{name}.png': * stands only for a whole folder level"),
+    ('{"images": "train/*"}', "images 'train/*': a folder name, or a template with {name} for the file name"),
+    ('{"roi": "mask"}', "d/dataset.json: roi must be a template inside the data folder with {name}"),
+    ('{"roi": "*/{name}.gif"}', "d/dataset.json: roi '*/{name}.gif': * is not allowed here"),
+    ('{"unpaired_images": "ignore"}', "d/dataset.json: unpaired_images must be one of 'error', 'skip', got 'ignore'"),
+    ('{"lossy_masks": 1}', "d/dataset.json: lossy_masks must be true or false"),
+    ('{"max_size": 8}', "d/dataset.json: max_size must be an integer of at least 32"),
+    ('{"max_size": "1024"}', "d/dataset.json: max_size must be an integer of at least 32"),
     ('{"audit": ["extent"]}', "d/dataset.json: audit must be an object"),
 ])
 def test_bad_dataset_json_names_the_file_and_the_key(tmp_path, text, needle):
