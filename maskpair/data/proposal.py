@@ -39,22 +39,22 @@ def propose_description(data_dir):
         declared = read_declared(data_dir)
     except DataError:  # an unreadable dataset.json: its own error says what to fix
         return None
-    candidate, notes = dict(declared), []
-    try:
-        found = find_pairs(data_dir, candidate)
-    except DataError:
+    # paired as if JPEG masks were allowed: whether they are is decided below, from the masks found
+    candidate, notes = {**declared, "lossy_masks": True}, []
+    found = _found_or_none(data_dir, candidate)
+    if found is None:
         rule = pairing_rule(data_dir, candidate)
         if rule is None:
             return None
         keys, note = rule
         candidate.update(keys)
         notes.append(note)
-        try:
-            found = find_pairs(data_dir, candidate)
-        except DataError:
+        found = _found_or_none(data_dir, candidate)
+        if found is None:
             return None
-    if not candidate["lossy_masks"] and any(mask.suffix.lower() in LOSSY_SUFFIXES for _, mask in found.pairs.values()):
-        candidate["lossy_masks"] = True
+    jpeg_masks = any(mask.suffix.lower() in LOSSY_SUFFIXES for _, mask in found.pairs.values())
+    candidate["lossy_masks"] = declared["lossy_masks"] or jpeg_masks
+    if jpeg_masks and not declared["lossy_masks"]:
         notes.append('the masks are JPEG files: "lossy_masks": true reads each pixel as its nearest label')
     description, _, problems = check_declared(data_dir, candidate, progress=False)
     if problems:
@@ -65,6 +65,13 @@ def propose_description(data_dir):
     if not notes:
         return None
     return description, notes
+
+
+def _found_or_none(data_dir, declared):
+    try:
+        return find_pairs(data_dir, declared)
+    except DataError:
+        return None
 
 
 def _with_readable_labels(data_dir, candidate: dict, problems: list[str]):

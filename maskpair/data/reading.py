@@ -328,11 +328,14 @@ def palette_hint(palette_image: Image.Image, indices: np.ndarray, description: D
 
 
 def read_roi(path: Path, size, image_path: Path) -> np.ndarray:
-    """Read a region-of-interest mask as a bool (H, W) array, True inside (nonzero; palette images by their
-    indices, RGB where any channel is nonzero, JPEG above half); its size must be `size`."""
+    """Read a region-of-interest mask as a bool (H, W) array, True inside: where it is not black (nonzero values;
+    palette images by the colour they show, whatever their index order; RGB where any channel is nonzero; JPEG
+    above half); its size must be `size`."""
     path = Path(path)
     if path.suffix.lower() in LOSSY_SUFFIXES:
         inside = np.asarray(_load_pil(path).convert("L")) > 127
+    elif path.suffix.lower() != ".npy" and _load_pil(path).mode in ("P", "PA"):
+        inside = np.asarray(_load_pil(path).convert("RGB")).any(axis=-1)
     else:
         pixels, _ = _mask_pixels(path, colour=False, lossy=True)
         inside = pixels.any(axis=-1) if pixels.ndim == 3 else pixels != 0
