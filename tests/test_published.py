@@ -2,13 +2,13 @@
 `check`, the loader in its three cache modes and the audit on each; every new kind of bad input refused naming
 the file; what check proposes when a folder does not read as described; large images; `encode`."""
 import json
+import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import CLI
+from conftest import CLI, PROJECT_DIR
 from PIL import Image
 from published import CONVENTIONS, write_published
 from test_bad_input import refused
@@ -286,3 +286,23 @@ def test_a_published_layout_in_a_disk_cache_is_rebuilt_when_a_file_in_a_star_fol
         assert again.store.cache.key != key, changed
         assert again.names == first.names
     assert disk_cache.FORMAT_VERSION >= 3
+
+
+def test_every_dataset_json_of_docs_datasets_reads_a_dataset_of_its_layout(tmp_path, capsys):
+    """docs/datasets.md's dataset.json blocks are valid, and each one for a layout tests/published.py writes reads
+    such a dataset as it stands (every value, colour and file name the generator uses is in it)."""
+    text = (PROJECT_DIR / "docs" / "datasets.md").read_text()
+    blocks = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)]
+    by_name = {"DRIVE": "drive", "ISIC 2018 lesion segmentation": "isic", "Kvasir-SEG": "kvasir",
+               "Cityscapes fine, train": "cityscapes", "CamVid": "camvid", "Pascal VOC 2012 segmentation": "voc"}
+    assert {block["name"] for block in blocks} >= set(by_name)
+    for block in blocks:
+        folder = tmp_path / "json" / block["name"]
+        folder.mkdir(parents=True)
+        (folder / "dataset.json").write_text(json.dumps(block))
+        DatasetDescription(**{**read_declared(folder), "channel_names": block["channel_names"]})
+        if block["name"] in by_name:
+            published = write_published(tmp_path / by_name[block["name"]], by_name[block["name"]], n=3)
+            (published.root / "dataset.json").write_text(json.dumps(block))
+            status, _, err = check(published.root, capsys)
+            assert status == 0, (block["name"], err)
