@@ -1,7 +1,9 @@
 """The dataset description: dataset.json read and validated (errors name dataset.json and the key), the layouts
 recognised, the properties other modules rely on, and the JSON it writes back."""
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 from synthetic import write_dataset_json
 
@@ -75,6 +77,43 @@ def test_to_json_reads_back_as_the_same_description(tmp_path, layout):
                            source=str(tmp_path / "dataset.json"), name=d.name,
                            **({"images": "imagesTr", "masks": "labelsTr"} if layout == "nnunet" else {}))
     assert ("images" in json.loads(d.to_json())) == (layout == "folders")
+
+
+def test_labels_as_value_lists_and_colours():
+    regions = DatasetDescription("ids", {"0": "x"}, {"vehicle": [28, 26, 27], "flat": [7, 8], "sky": 23,
+                                                     "ignore": [0, 1]})
+    assert regions.classes == ("flat", "sky", "vehicle")  # by smallest value; the lists as given
+    assert regions.class_values == (7, 23, 28) and regions.ignore_value == 0
+    assert regions.labels_text() == "0/1 ignore, 7/8 flat, 23 sky, 28/26/27 vehicle"
+    assert not regions.colour_labels
+    colours = DatasetDescription("c", {"0": "R", "1": "G", "2": "B"},
+                                 {"road": "#804080", "sky": "#808080", "ignore": "#000000", "car": ["#400080", "#4000C0"]})
+    assert colours.classes == ("road", "sky", "car") and colours.colour_labels  # as listed
+    assert colours.labels["car"] == ["#400080", "#4000c0"] and colours.ignore_value == "#000000"
+    assert colours.labels_text() == "#804080 road, #808080 sky, #000000 ignore, #400080/#4000c0 car"
+
+
+@pytest.mark.parametrize("labels, values, dtype", [
+    ({"a": -3, "b": 1000}, [-3, 1000], np.int16),
+    ({"a": 0, "b": 1000}, [0, 1000], np.uint16),
+    ({"a": [5, 6], "b": 9, "ignore": 255}, [5, 9], np.uint8),
+])
+def test_encode_writes_each_class_as_its_first_value_in_a_dtype_that_holds_them(labels, values, dtype):
+    d = DatasetDescription("x", {"0": "g"}, labels)
+    written = d.encode(np.array([[0, 1], [1, IGNORE_INDEX]], np.uint8))
+    ignore = d.ignore_value if d.ignore_value is not None else values[0]
+    assert written.dtype == dtype and written.tolist() == [[values[0], values[1]], [values[1], ignore]]
+
+
+def test_to_json_reads_back_the_new_keys(tmp_path):
+    d = DatasetDescription("published", {"0": "R", "1": "G", "2": "B"},
+                           {"lesion": "#ffffff", "background": "#000000"}, images="in/{name}.jpg",
+                           masks="gt/*/{name}_segmentation.png", roi="fov/{name}_mask.gif", unpaired_images="skip",
+                           lossy_masks=True, max_size=1024)
+    (tmp_path / "dataset.json").write_text(d.to_json())
+    again = DatasetDescription(**read_declared(tmp_path))
+    assert again == dataclasses.replace(d, source=str(tmp_path / "dataset.json"), name=d.name)
+    assert list(json.loads(d.to_json())["labels"]) == ["lesion", "background"]
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -165,7 +165,8 @@ def encode_labels(labels: np.ndarray, description: DatasetDescription) -> np.nda
         table[IGNORE_INDEX] = [int(ignore[i:i + 2], 16) for i in (1, 3, 5)]
         return table[labels]
     values = firsts + [ignore]
-    dtype = np.result_type(np.min_scalar_type(min(values)), np.min_scalar_type(max(values)))
+    dtype = next(dtype for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.int64)
+                 if np.iinfo(dtype).min <= min(values) and max(values) <= np.iinfo(dtype).max)
     table = np.zeros(IGNORE_INDEX + 1, dtype)
     table[:n_classes] = firsts
     table[IGNORE_INDEX] = ignore
