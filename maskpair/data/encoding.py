@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from maskpair.data.description import (
     DESCRIPTION_FILE,
     IGNORE_INDEX,
     IGNORE_LABEL,
+    MAX_CLASSES,
     DatasetDescription,
 )
 from maskpair.data.files import short_path
@@ -23,6 +25,7 @@ from maskpair.errors import DataError
 
 FAR_LEVELS = 32  # of 255, per channel: a lossy pixel farther than this from every label is far
 MAX_FAR_SHARE = 0.01  # a lossy mask with more far pixels than this is refused
+UNKNOWN = MAX_CLASSES  # in a uint8 lookup: a value in no label (class indices end below it, IGNORE_INDEX above)
 
 
 def colour_code(colour: str) -> int:
@@ -61,9 +64,23 @@ def _listed(items, text=str) -> str:
     return ", ".join(text(v) for v in items[:5]) + (f" (and {len(items) - 5} more)" if len(items) > 5 else "")
 
 
+def uint8_lookup(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """`table[values]` for uint8 (H, W) values and a uint8 table of 256: PIL's point (a C lookup table) is 5x faster
+    than numpy's gather (3.4 vs 18 ms at 2592x1936; bench/README.md)."""
+    return np.array(Image.fromarray(values).point(table.tolist()))  # writable, as every label map read
+
+
 def values_to_labels(values: np.ndarray, description: DatasetDescription, path, hint: str = "") -> np.ndarray:
     """Mask values (H, W) -> uint8 label map; a value in no label is an error naming the file (and `hint`)."""
     keys, index = label_table(description)
+    if values.dtype == np.uint8 and values.ndim == 2:
+        table = np.full(256, UNKNOWN, np.uint8)  # class indices stop at MAX_CLASSES - 1 < UNKNOWN < IGNORE_INDEX
+        fits = (keys >= 0) & (keys <= 255)
+        table[keys[fits]] = index[fits]
+        found = uint8_lookup(values, table)
+        if (found == UNKNOWN).any():
+            _unknown_values(values[found == UNKNOWN], description, path, hint)
+        return found
     low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
     if values.dtype.kind in "iu" and high - low < 2**16:  # a table over the values' range: no search per pixel
         table = np.full(high - low + 1, -1, dtype=np.int16)
@@ -75,10 +92,14 @@ def values_to_labels(values: np.ndarray, description: DatasetDescription, path, 
         found = np.where(keys[position] == values, index[position], -1)
     unknown = found < 0
     if unknown.any():
-        bad = np.unique(values[unknown])
-        raise DataError(f"{short(path)}: value{'s' if len(bad) > 1 else ''} {_listed(bad, lambda v: f'{v:g}')} "
-                        f"{'are' if len(bad) > 1 else 'is'} not in {_where_labels(description)}{hint}")
+        _unknown_values(values[unknown], description, path, hint)
     return found.astype(np.uint8)
+
+
+def _unknown_values(unknown: np.ndarray, description: DatasetDescription, path, hint: str):
+    bad = np.unique(unknown)
+    raise DataError(f"{short(path)}: value{'s' if len(bad) > 1 else ''} {_listed(bad, lambda v: f'{v:g}')} "
+                    f"{'are' if len(bad) > 1 else 'is'} not in {_where_labels(description)}{hint}")
 
 
 def colours_to_labels(rgb: np.ndarray, description: DatasetDescription, path) -> np.ndarray:
@@ -122,10 +143,16 @@ def nearest_values_to_labels(values: np.ndarray, description: DatasetDescription
     low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
     if high - low >= 2**16:
         raise DataError(f"{short(path)}: values span {low}..{high}; lossy_masks reads 8- and 16-bit masks")
+    if values.dtype == np.uint8 and values.ndim == 2:
+        low, high = 0, 255
     levels = np.arange(low, high + 1, dtype=np.int64)
     distance = np.abs(levels[:, None] - keys[None, :])  # (levels, labels)
     nearest = distance.argmin(axis=1)
     far_level = distance[np.arange(len(levels)), nearest] > FAR_LEVELS
+    if values.dtype == np.uint8 and values.ndim == 2:
+        far = np.count_nonzero(uint8_lookup(values, far_level.astype(np.uint8))) if far_level.any() else 0
+        _far_refused(far, values.size, description, path)
+        return uint8_lookup(values, index[nearest].astype(np.uint8))
     offsets = (values.astype(np.int64) - low) if low else values
     far = int(far_level[offsets].sum()) if far_level.any() else 0
     _far_refused(far, values.size, description, path)
