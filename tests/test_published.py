@@ -143,6 +143,20 @@ def test_palette_masks_whose_colours_are_the_labels_are_refused_with_colour_labe
     assert all(np.array_equal(data.get_mask(name), published.expected[name]) for name in data.names)
 
 
+def test_colour_masks_described_by_values_are_refused_with_their_colours_proposed(tmp_path, capsys):
+    published = write_published(tmp_path / "camvid", "camvid", n=3)
+    keys = json.loads((published.root / "dataset.json").read_text())
+    (published.root / "dataset.json").write_text(json.dumps({**keys, "labels": {"void": 0, "scene": 1}}))
+    status, out, err = check(published.root, capsys)
+    assert status == 1
+    assert ("LabeledApproved_full/0001TP_006690_L.png: colour mask (RGB with different channels), but dataset.json "
+            'labels are values; give the labels as colours "#rrggbb"') in err
+    assert "the masks are colour-coded: labels given as the 6 colours found in them (name them)" in err
+    proposed = json.loads(out)
+    assert set(proposed["labels"].values()) == set(keys["labels"].values())  # every colour the masks hold
+    assert proposed["masks"] == keys["masks"] and proposed["name"] == keys["name"]
+
+
 def _drop_image(root):
     (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_0014568.jpg").unlink()
 

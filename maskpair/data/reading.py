@@ -25,7 +25,7 @@ MODE_DTYPES = {"1": "bool", "L": "uint8", "P": "uint8", "RGB": "uint8", "YCbCr":
                "I;16B": "uint16", "I;16L": "uint16", "I;16N": "uint16", "I": "int32", "F": "float32"}
 SINGLE_CHANNEL_MASK_MODES = ("1", "L", "P", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 COLOUR_MASK_MODES = ("RGB", "RGBA", "RGBX", "YCbCr", "CMYK")  # read as RGB: colour labels, or gray stored as RGB
-MASK_CHANNELS = (1, 3, 4)  # one channel of values, RGB, RGBA (read as RGB when opaque)
+MASK_CHANNELS = (1, 2, 3, 4)  # values (LA: with an opaque alpha), RGB, RGBA (read as RGB when opaque)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,9 @@ def header_problems(paths, headers, n_channels: int, declared: bool) -> list[str
         problems.append(f"{short_path(image_path)}: unsupported image dtype {image.dtype}")
     if 0 in image.size:
         problems.append(f"{short_path(image_path)}: empty image ({dims_text(image.size)})")
-    if mask.channels not in MASK_CHANNELS or (mask.kind == "npy" and mask.channels != 1 and mask.dtype != np.uint8):
+    readable = (mask.channels in (1, 3) and (mask.channels == 1 or mask.dtype == np.uint8) if mask.kind == "npy"
+                else mask.channels in MASK_CHANNELS)
+    if not readable:
         problems.append(f"{short_path(mask_path)}: {_channels_text(mask)} mask, expected one channel of label "
                         f"values or RGB")
     if mask.dtype.kind not in "iubf":
