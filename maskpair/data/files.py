@@ -253,6 +253,9 @@ def roi_path(mask_path, description) -> Path | None:
     """The ROI file of the pair whose mask is `mask_path`, or None when the description has no ROI."""
     if not description.roi:
         return None
+    if description.data_dir is None:  # the template is relative to the folder of the dataset.json
+        raise DataError(f"dataset description: roi {description.roi!r} needs the {DESCRIPTION_FILE} it came from "
+                        f"(source)")
     return Template.compile(description.roi).path_of(description.data_dir, pair_name(mask_path, description))
 
 
