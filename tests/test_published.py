@@ -157,6 +157,28 @@ def test_colour_masks_described_by_values_are_refused_with_their_colours_propose
     assert proposed["masks"] == keys["masks"] and proposed["name"] == keys["name"]
 
 
+def test_lossy_masks_take_the_nearest_label_in_every_channel(tmp_path):
+    """Gray labels on RGB masks whose channels differ (JPEG's colour noise), and colour labels: each pixel the
+    nearest label by its largest channel difference; more than 1% of pixels farther than 32 levels is refused."""
+    truth = np.arange(100 * 100).reshape(100, 100) % 7 < 3  # 0/1
+    noise = np.random.default_rng(0).integers(-20, 21, (100, 100, 3))
+    rgb = np.clip(np.where(truth[..., None], 250, 5) + noise, 0, 255).astype(np.uint8)
+    path = tmp_path / "mask.png"
+    Image.fromarray(rgb).save(path)
+    gray = DatasetDescription("g", {"0": "R", "1": "G", "2": "B"}, {"background": 0, "polyp": 255}, lossy_masks=True)
+    assert np.array_equal(read_labels(path, gray), truth)
+    colours = DatasetDescription("c", {"0": "R", "1": "G", "2": "B"},
+                                 {"polyp": "#ffffff", "background": "#000000"}, lossy_masks=True)
+    assert np.array_equal(read_labels(path, colours), ~truth)  # colour labels keep their order: polyp is 0
+    rgb[:11, :10] = (128, 128, 128)  # 110 pixels = 1.1% far from 0 and 255
+    Image.fromarray(rgb).save(path)
+    with pytest.raises(DataError, match=r"mask.png: 1.1% of pixels are more than 32 levels from every label"):
+        read_labels(path, gray)
+    rgb[10, :10] = truth[10, :10, None] * 250  # 100 pixels = 1.0%: tolerated
+    Image.fromarray(rgb).save(path)
+    assert read_labels(path, gray).shape == (100, 100)
+
+
 def _drop_image(root):
     (root / "ISIC2018_Task1-2_Training_Input" / "ISIC_0014568.jpg").unlink()
 

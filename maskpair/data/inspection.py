@@ -116,6 +116,8 @@ def _inferred_labels(data_dir, pairs, names, workers, progress, lossy: bool = Fa
             distinct = distinct.astype(np.int64) * 0x10101
         totals.update(dict(zip(distinct.tolist(), counts.tolist())))
     values = sorted(lossy_centres(totals, colour) if lossy else totals)
+    if colour and lossy and all(v == (v & 255) * 0x10101 for v in values):  # gray JPEG masks stored as RGB
+        colour, values = False, [v & 255 for v in values]
     if len(values) > MAX_CLASSES:
         listed = ", ".join(encoding.colour_text(v) if colour else f"{v:g}" for v in values[:8])
         raise DataError(f"{data_dir}: the masks hold {len(values)} distinct {'colours' if colour else 'values'} "
