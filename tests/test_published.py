@@ -285,6 +285,19 @@ def test_encode_writes_label_maps_as_the_dataset_stores_masks(tmp_path, conventi
         description.encode(np.array([[9]], np.uint8))
 
 
+def test_dataset_files_name_every_file_an_example_is_read_from(tmp_path):
+    from maskpair.data.files import dataset_files
+
+    drive = write_published(tmp_path / "drive", "drive", n=2).root
+    assert dataset_files(drive) == {name: (drive / "images" / f"{name}_training.tif",
+                                           drive / "1st_manual" / f"{name}_manual1.gif",
+                                           drive / "mask" / f"{name}_training_mask.gif") for name in ("21", "22")}
+    isic = write_published(tmp_path / "isic", "isic", n=1).root
+    assert dataset_files(isic) == {"ISIC_0014568": (isic / "ISIC2018_Task1-2_Training_Input" / "ISIC_0014568.jpg",
+                                                    isic / "ISIC2018_Task1_Training_GroundTruth" /
+                                                    "ISIC_0014568_segmentation.png")}
+
+
 def test_check_and_audit_of_a_template_and_roi_dataset_from_a_folder_with_its_own_modules(tmp_path):
     """A user's folder holds config.py, model.py, utils.py (and errors.py): the commands import ours all the same."""
     published = write_published(tmp_path / "DRIVE" / "training", "drive", n=4)

@@ -259,6 +259,18 @@ def roi_path(mask_path, description) -> Path | None:
     return Template.compile(description.roi).path_of(description.data_dir, pair_name(mask_path, description))
 
 
+def dataset_files(data_dir) -> dict[str, tuple[Path, ...]]:
+    """{name: (image, mask) or (image, mask, ROI)}: every file each example is read from, for keys that must change
+    when any of them does (a report's, a cache's)."""
+    data_dir = Path(data_dir)
+    declared = read_declared(data_dir)
+    pairs = find_pairs(data_dir, declared).pairs
+    if not declared.get("roi"):
+        return pairs
+    roi = Template.compile(declared["roi"])
+    return {name: (*paths, roi.path_of(data_dir, name)) for name, paths in pairs.items()}
+
+
 def source_folders(data_dir, declared: dict) -> list[Path]:
     """The folders whose files make the dataset (images, masks, ROI; every folder a `*` reaches): what the disk
     cache's key lists and stats."""
