@@ -219,6 +219,8 @@ PLANTED = {  # convention, change, (needles...), streaming (found without decodi
                                           "matching image for example ISIC_0014568",), True),
     "orphan image": ("isic", _add_image, ("ISIC2018_Task1-2_Training_Input/ISIC_9999999.jpg: no matching mask for "
                                           "example ISIC_9999999",), True),
+    "template of no folder": ("isic", _keys(images="Input/{name}.jpg"),
+                              ("isic: no file fits images 'Input/{name}.jpg' (no folder Input/)",), True),
     "unpaired images not allowed": ("voc", _keys(unpaired_images=None),
                                     ("JPEGImages/2007_000037.jpg: no matching mask for example 2007_000037",), True),
     "missing ROI": ("drive", lambda root: (root / "mask" / "22_training_mask.gif").unlink(),

@@ -123,8 +123,8 @@ def find_pairs(data_dir, declared: dict) -> FoundFiles:
         raise DataError(f"{data_dir}: no such data folder")
     if is_template(declared["images"]) or is_template(declared["masks"]):
         images, masks, outside = _files_by_template(data_dir, declared)
-        empty = [f"{data_dir}: no file fits {kind} {declared[kind]!r}" for kind, found in
-                 (("images", images), ("masks", masks)) if not found]
+        empty = [f"{data_dir}: no file fits {kind} {declared[kind]!r}{_no_folder(data_dir, declared[kind])}"
+                 for kind, found in (("images", images), ("masks", masks)) if not found]
     else:
         images, masks = _files_in_folders(data_dir, declared)
         outside = 0
@@ -150,6 +150,14 @@ def find_pairs(data_dir, declared: dict) -> FoundFiles:
         if missing:
             raise DataError([f"{short_path(path)}: no such ROI file (roi {declared['roi']!r})" for path in missing])
     return FoundFiles(pairs, unpaired, outside)
+
+
+def _no_folder(data_dir: Path, location: str) -> str:
+    """` (no folder X/)` when the folders a template names are not there, else ""."""
+    template = Template.compile(side_template(location))
+    if template.folder_paths(data_dir):
+        return ""
+    return f" (no folder {'/'.join(template.folders)}/)"
 
 
 def _files_in_folders(data_dir: Path, declared: dict):
