@@ -28,9 +28,10 @@ def dataset(tmp_path):
     return write_dataset(tmp_path / "d", [str(i) for i in range(6)])
 
 
-def refused(data_dir, *needles, streaming=True):
+def refused(data_dir, *needles, streaming=True, proposes=None):
     """Assert that the DataLoader (cached, and streaming unless the problem is in the values) and `loader.py check`
-    refuse `data_dir` with every needle in the message; check prints no description."""
+    refuse `data_dir` with every needle in the message; check prints no description, or (`proposes`: keys it
+    must hold) the one it proposes instead."""
     modes = (True, False) if streaming else (True,)
     for cache in modes:
         with pytest.raises(DataError) as err:
@@ -41,7 +42,12 @@ def refused(data_dir, *needles, streaming=True):
                          capture_output=True, text=True)
     assert cli.returncode == 1
     assert "Traceback" not in cli.stderr + cli.stdout
-    assert cli.stdout == ""  # no description of data that is not right
+    if proposes is None:
+        assert cli.stdout == ""  # no description of data that is not right
+    else:  # a description that reads the folder, as check saw it
+        proposal = json.loads(cli.stdout)
+        assert {key: proposal.get(key) for key in proposes} == proposes, proposal
+        assert "as proposed below reads this folder" in cli.stderr
     for needle in needles:
         assert needle in cli.stderr, (needle, cli.stderr)
     return str(err.value)
@@ -89,7 +95,9 @@ def test_two_files_for_one_name(dataset):
 
 def test_unsupported_file_type(dataset):
     (dataset / "images" / "notes.txt").write_text("hello")
-    refused(dataset, "images/notes.txt: unsupported file type")
+    # a template reads the folder and leaves notes.txt alone: check proposes it
+    refused(dataset, "images/notes.txt: unsupported file type",
+            proposes={"images": "images/{name}.png", "masks": "masks/{name}.npy"})
 
 
 def test_truncated_png(dataset):
@@ -208,7 +216,10 @@ def test_malformed_dataset_json(dataset):
 
 @pytest.mark.parametrize("keys, needle", [
     ({"labels": {"dark": 0, "mid": 1, "bright": 1}}, "dataset.json: labels: 'mid' and 'bright' both have value 1"),
-    ({"labels": {"dark": 0, "rest": [1, 2]}}, "dataset.json: labels: 'rest' is a list of values (nnU-Net region"),
+    ({"labels": {"dark": 0, "rest": [1, 2], "bright": 2}},
+     "dataset.json: labels: 'rest' and 'bright' both have value 2 (overlapping regions: multi-label training is not"),
+    ({"labels": {"dark": 0, "rest": [1, 2]}, "regions_class_order": [1, 2]},
+     "dataset.json: 'regions_class_order' (nnU-Net's overlapping regions) is not supported"),
     ({"labels": LABELS, "channel_names": {"0": "a", "1": "b"}}, "dataset.json: channel_names has 2 channels"),
     ({"labels": LABELS, "partial_label": True}, "dataset.json: unknown key 'partial_label'"),
     ({"modality": {"0": "MRI"}}, "dataset.json: 'modality' is nnU-Net v1's key"),
@@ -220,13 +231,20 @@ def test_bad_dataset_json_keys(dataset, keys, needle):
 
 def test_missing_declared_folder(dataset):
     write_dataset_json(dataset, images="images", masks="label", labels=LABELS)
+    refused(dataset, "d: no label/ folder", proposes={"images": "images/{name}.png", "masks": "masks/{name}.npy",
+                                                      "labels": LABELS})
+    (dataset / "masks").rename(dataset / "other")  # no folder named like masks: nothing to propose
     refused(dataset, "d: no label/ folder")
 
 
-def test_rgb_mask(dataset):
+def test_colour_mask_with_value_labels(dataset):
+    write_dataset_json(dataset, labels=LABELS)
     (dataset / "masks" / "3.npy").unlink()
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(dataset / "masks" / "3.png")
-    refused(dataset, "masks/3.png: RGB mask, expected one channel of label values")
+    colour = np.zeros((32, 32, 3), np.uint8)
+    colour[..., 0] = 1  # (1, 0, 0): no gray
+    Image.fromarray(colour).save(dataset / "masks" / "3.png")
+    refused(dataset, "masks/3.png: colour mask (RGB with different channels), but dataset.json labels are values; "
+                     "give the labels as colours", streaming=False)
 
 
 def test_multi_channel_npy_mask(dataset):

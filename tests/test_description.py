@@ -1,7 +1,9 @@
 """The dataset description: dataset.json read and validated (errors name dataset.json and the key), the layouts
 recognised, the properties other modules rely on, and the JSON it writes back."""
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 from synthetic import write_dataset_json
 
@@ -39,7 +41,8 @@ def test_the_spine_example_description():
 def test_read_declared_gives_what_the_file_says_and_where_the_files_are(tmp_path):
     assert read_declared(tmp_path) == {"source": "inferred", "name": tmp_path.name, "partial_labels": False,
                                        "file_ending": None, "audit": {}, "layout": "folders", "images": "images",
-                                       "masks": "masks"}
+                                       "masks": "masks", "roi": None, "unpaired_images": "error",
+                                       "lossy_masks": False, "max_size": None}
     path = write_dataset_json(tmp_path, name="EM", images="image", masks="label", channel_names={"0": "EM"},
                               labels={"cell": 255, "membrane": 0}, partial_labels=True, numTraining=30,
                               audit={"extent": True})
@@ -76,6 +79,43 @@ def test_to_json_reads_back_as_the_same_description(tmp_path, layout):
     assert ("images" in json.loads(d.to_json())) == (layout == "folders")
 
 
+def test_labels_as_value_lists_and_colours():
+    regions = DatasetDescription("ids", {"0": "x"}, {"vehicle": [28, 26, 27], "flat": [7, 8], "sky": 23,
+                                                     "ignore": [0, 1]})
+    assert regions.classes == ("flat", "sky", "vehicle")  # by smallest value; the lists as given
+    assert regions.class_values == (7, 23, 28) and regions.ignore_value == 0
+    assert regions.labels_text() == "0/1 ignore, 7/8 flat, 23 sky, 28/26/27 vehicle"
+    assert not regions.colour_labels
+    colours = DatasetDescription("c", {"0": "R", "1": "G", "2": "B"},
+                                 {"road": "#804080", "sky": "#808080", "ignore": "#000000", "car": ["#400080", "#4000C0"]})
+    assert colours.classes == ("road", "sky", "car") and colours.colour_labels  # as listed
+    assert colours.labels["car"] == ["#400080", "#4000c0"] and colours.ignore_value == "#000000"
+    assert colours.labels_text() == "#804080 road, #808080 sky, #000000 ignore, #400080/#4000c0 car"
+
+
+@pytest.mark.parametrize("labels, values, dtype", [
+    ({"a": -3, "b": 1000}, [-3, 1000], np.int16),
+    ({"a": 0, "b": 1000}, [0, 1000], np.uint16),
+    ({"a": [5, 6], "b": 9, "ignore": 255}, [5, 9], np.uint8),
+])
+def test_encode_writes_each_class_as_its_first_value_in_a_dtype_that_holds_them(labels, values, dtype):
+    d = DatasetDescription("x", {"0": "g"}, labels)
+    written = d.encode(np.array([[0, 1], [1, IGNORE_INDEX]], np.uint8))
+    ignore = d.ignore_value if d.ignore_value is not None else values[0]
+    assert written.dtype == dtype and written.tolist() == [[values[0], values[1]], [values[1], ignore]]
+
+
+def test_to_json_reads_back_the_new_keys(tmp_path):
+    d = DatasetDescription("published", {"0": "R", "1": "G", "2": "B"},
+                           {"lesion": "#ffffff", "background": "#000000"}, images="in/{name}.jpg",
+                           masks="gt/*/{name}_segmentation.png", roi="fov/{name}_mask.gif", unpaired_images="skip",
+                           lossy_masks=True, max_size=1024)
+    (tmp_path / "dataset.json").write_text(d.to_json())
+    again = DatasetDescription(**read_declared(tmp_path))
+    assert again == dataclasses.replace(d, source=str(tmp_path / "dataset.json"), name=d.name)
+    assert list(json.loads(d.to_json())["labels"]) == ["lesion", "background"]
+
+
 @pytest.mark.parametrize("text, needle", [
     ("{'labels': 1}", "d/dataset.json: not valid JSON (line 1, column 2"),
     ("[1, 2]", "d/dataset.json: expected a JSON object"),
@@ -85,7 +125,14 @@ def test_to_json_reads_back_as_the_same_description(tmp_path, layout):
     ('{"modality": {"0": "CT"}}', "'modality' is nnU-Net v1's key"),
     ('{"labels": {}}', "d/dataset.json: labels must be a non-empty object"),
     ('{"labels": {"a": 0, "b": 0}}', "d/dataset.json: labels: 'a' and 'b' both have value 0"),
-    ('{"labels": {"a": 0, "b": [1, 2]}}', "labels: 'b' is a list of values (nnU-Net region-based training), not"),
+    ('{"labels": {"a": [0, 1], "b": [1, 2]}}', "labels: 'a' and 'b' both have value 1 (overlapping regions"),
+    ('{"labels": {"a": [0, 0], "b": 2}}', "labels: 'a' lists value 0 twice"),
+    ('{"labels": {"a": [], "b": 2}}', "labels: 'a' is an empty list"),
+    ('{"labels": {"a": 0, "b": "#ff0000"}}', "labels mix integers and colours"),
+    ('{"labels": {"a": "#ff00", "b": "#ff0000"}}', "labels: 'a' has value '#ff00', expected an integer, a colour"),
+    ('{"labels": {"a": "red", "b": "#ff0000"}}', "labels: 'a' has value 'red', expected an integer, a colour"),
+    ('{"labels": {"a": "#FF0000", "b": "#ff0000"}}', "labels: 'a' and 'b' both have value #ff0000"),
+    ('{"labels": {"a": 0, "b": 1}, "regions_class_order": [1]}', "'regions_class_order' (nnU-Net's overlapping"),
     ('{"labels": {"a": 0, "b": 1.5}}', "labels: 'b' has value 1.5, expected an integer"),
     ('{"labels": {"a": 0, "b": true}}', "labels: 'b' has value True, expected an integer"),
     ('{"labels": {"ignore": 255}}', "labels: no class besides 'ignore'"),
@@ -94,7 +141,18 @@ def test_to_json_reads_back_as_the_same_description(tmp_path, layout):
     ('{"channel_names": ["R"]}', "channel_names must be an object"),
     ('{"partial_labels": "yes"}', "d/dataset.json: partial_labels must be true or false"),
     ('{"file_ending": ".nii.gz"}', "d/dataset.json: file_ending must be one of"),
-    ('{"masks": "../elsewhere"}', "d/dataset.json: masks must be a folder name inside the data folder"),
+    ('{"masks": "../elsewhere"}', "d/dataset.json: masks must be a folder name or a template inside the data"),
+    ('{"masks": "m/{name}_{name}.png"}', "d/dataset.json: masks 'm/{name}_{name}.png': {name} must appear once"),
+    ('{"masks": "{name}/mask.png"}', "masks '{name}/mask.png': {name} must be in the file name (the last part)"),
+    ('{"masks": "m/{id}_{name}.png"}', "masks 'm/{id}_{name}.png': the only field is {name}"),
+    ('{"masks": "m/a*/{name}.png"}', "masks 'm/a*/{name}.png': * stands only for a whole folder level"),
+    ('{"images": "train/*"}', "images 'train/*': a folder name, or a template with {name} for the file name"),
+    ('{"roi": "mask"}', "d/dataset.json: roi must be a template inside the data folder with {name}"),
+    ('{"roi": "*/{name}.gif"}', "d/dataset.json: roi '*/{name}.gif': * is not allowed here"),
+    ('{"unpaired_images": "ignore"}', "d/dataset.json: unpaired_images must be one of 'error', 'skip', got 'ignore'"),
+    ('{"lossy_masks": 1}', "d/dataset.json: lossy_masks must be true or false"),
+    ('{"max_size": 8}', "d/dataset.json: max_size must be an integer of at least 32"),
+    ('{"max_size": "1024"}', "d/dataset.json: max_size must be an integer of at least 32"),
     ('{"audit": ["extent"]}', "d/dataset.json: audit must be an object"),
 ])
 def test_bad_dataset_json_names_the_file_and_the_key(tmp_path, text, needle):

@@ -485,6 +485,61 @@ def test_ignore_pixels_carry_no_target(tmp_path):
     assert (onehot[masks != IGNORE_INDEX].sum(-1) == 1).all()
 
 
+def _templated(root, images, masks, files, **keys):
+    """Write `files` {relative path: seed} (images: derived blocky gray images; masks: derived values) and a
+    dataset.json with the two templates; returns root."""
+    from synthetic import make_image, write_dataset_json
+
+    for relative, (kind, seed) in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = make_image(seed)
+        write_array(path, image if kind == "image" else derive_mask(image))
+    write_dataset_json(root, images=images, masks=masks, **keys)
+    return root
+
+
+def test_templates_pair_by_name_in_one_folder_or_many_and_leave_other_files_alone(tmp_path):
+    # images and masks in one folder: a file that fits the masks' template is no image
+    root = _templated(tmp_path / "one", "data/{name}.png", "data/{name}_mask.png",
+                      {"data/b.png": ("image", 1), "data/b_mask.png": ("mask", 1),
+                       "data/a.png": ("image", 2), "data/a_mask.png": ("mask", 2)})
+    (root / "data" / "notes.txt").write_text("left alone")
+    found = files.find_pairs(root, files.read_declared(root))
+    assert list(found.pairs) == ["a", "b"] and found.outside == 1
+    assert_paired(DataLoader(root, batch_size=1))
+    # `*` on one side only, a folder on the other (any supported type there), extensions in any case
+    root = _templated(tmp_path / "star", "imgs/*/{name}.png", "masks",
+                      {"imgs/x/10.png": ("image", 3), "imgs/y/2.PNG": ("image", 4), "imgs/y/2.npy": ("mask", 9),
+                       "masks/10.npy": ("mask", 3), "masks/2.png": ("mask", 4)})
+    assert pair_files(root) == {"2": (root / "imgs/y/2.PNG", root / "masks/2.png"),
+                                "10": (root / "imgs/x/10.png", root / "masks/10.npy")}
+    assert_paired(DataLoader(root, batch_size=1, cache=False))
+    # no extension in the template: any supported type fits, and the extension is not part of the name
+    root = _templated(tmp_path / "any", "images/{name}", "labels/{name}_seg",
+                      {"images/p.png": ("image", 5), "images/q.tif": ("image", 6),
+                       "labels/p_seg.npy": ("mask", 5), "labels/q_seg.png": ("mask", 6),
+                       "labels/q_seg_old.png": ("mask", 7)})
+    assert list(pair_files(root)) == ["p", "q"]
+    assert_paired(DataLoader(root, batch_size=1))
+
+
+def test_images_without_masks_are_left_out_when_unpaired_images_is_skip(tmp_path):
+    root = write_dataset(tmp_path / "d", ["a", "b", "c"])
+    (root / "masks" / "b.npy").unlink()
+    with pytest.raises(DataError, match="images/b.png: no matching mask for example b"):
+        DataLoader(root, batch_size=1)
+    from synthetic import write_dataset_json
+
+    write_dataset_json(root, unpaired_images="skip")
+    found = files.find_pairs(root, files.read_declared(root))
+    assert list(found.pairs) == ["a", "c"] and found.unpaired_images == [root / "images" / "b.png"]
+    assert DataLoader(root, batch_size=1).names == ["a", "c"]
+    (root / "images" / "a.png").unlink()  # a mask without an image is an error all the same
+    with pytest.raises(DataError, match="masks/a.npy: no matching image for example a"):
+        DataLoader(root, batch_size=1)
+
+
 def test_nnunet_file_ending_restricts_the_files_considered(tmp_path):
     root = write_layout(tmp_path, "nnunet", n=4)
     np.save(root / "imagesTr" / "other_0000.npy", np.zeros((32, 32), np.uint8))  # not .png: not considered

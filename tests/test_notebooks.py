@@ -95,15 +95,18 @@ def test_training_notebook_smoke_run_is_quiet_and_writes_metrics(example_data, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["em", "rgb_ignore", "nnunet", "mixed_sizes"])
+@pytest.mark.parametrize("layout", ["em", "rgb_ignore", "nnunet", "mixed_sizes", "drive", "camvid"])
 def test_every_notebook_runs_on_other_datasets_with_only_data_dir_and_epochs(layout, tmp_path, capsys):
     """Each layout a user may bring (0/255 gray in image/ + label/; RGB with 11 classes and ignore in train/ +
-    trainannot/; nnU-Net raw; mixed sizes), all four notebooks as a user runs them, `maskpair notebooks -p epochs 1`
-    (epochs reaches notebook 04 only; results land where the command says)."""
+    trainannot/; nnU-Net raw; mixed sizes; as published: DRIVE-like name templates, GIF masks and a region of
+    interest, CamVid-like colour-coded masks), all four notebooks as a user runs them, `maskpair notebooks -p
+    epochs 1` (epochs reaches notebook 04 only; results land where the command says)."""
     import numpy as np
+    from published import CONVENTIONS, write_published
     from synthetic import write_layout
 
-    data_dir = write_layout(tmp_path / layout, layout, n=12)
+    data_dir = (write_published(tmp_path / layout, layout, n=12).root if layout in CONVENTIONS
+                else write_layout(tmp_path / layout, layout, n=12))
     classes = DataLoader(data_dir, batch_size=1).labels
     assert cli.main(["notebooks", "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "-p", "epochs", "1"]) == 0
     assert "running 04_train_unet.ipynb -> " in capsys.readouterr().out

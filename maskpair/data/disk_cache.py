@@ -3,12 +3,13 @@ buffers, reopened without decoding or reading a header.
 
     <cache_dir>/<key>/images.bin   the images' bytes, pair after pair (uint8, or float32 for 16-bit/float files)
                       masks.bin    the label maps' bytes (uint8 class indices, IGNORE_INDEX = ignore)
-                      pairs.npy    per pair: image offset, mask offset, H, W, C, image dtype code
+                      pairs.npy    per pair: image offset, mask offset, H, W, C, image dtype code, own H, own W
                       index.json   format, key, data folder, the complete description, the pair names and files
 
-The key digests the format version, dataset.json's bytes and (folder/name, size, mtime_ns) of every visible
-file of the image and mask folders, so a changed, added or removed file, or an edited dataset.json, opens another
-key (rebuilt). Reopening lists the two folders, stats their files and compares keys: no file is read, and the
+The key digests the format version, dataset.json's bytes, whether pairs are kept at their own size, and
+(folder/name, size, mtime_ns) of every visible file of the folders the dataset's files are in (images, masks,
+ROI; every folder a template's `*` reaches), so a changed, added or removed file, or an edited dataset.json,
+opens another key (rebuilt). Reopening lists the two folders, stats their files and compares keys: no file is read, and the
 pairs are those recorded at the build. A cache is built under `<key>.tmp-<pid>-*` and renamed to `<key>`
 when complete (an interrupted build leaves nothing usable behind); the folder's older keys for the same data
 folder are deleted after a build (Linux keeps a deleted file's pages for whoever still maps it).
@@ -33,11 +34,11 @@ from maskpair.data.description import DESCRIPTION_FILE, DatasetDescription
 from maskpair.errors import DataError
 from maskpair.jsonio import write_json
 
-FORMAT_VERSION = 2  # bump when the files' layout or what the loader decodes changes: old caches are then rebuilt
+FORMAT_VERSION = 3  # 3: templates, ROI, mask encodings, max_size (own sizes in pairs.npy). Bump when the files' layout or what the loader decodes changes: old caches are then rebuilt
 ALIGN = 64  # each image starts at a multiple of 64 bytes: float32 views stay aligned, rows start on cache lines
 IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))  # code -> dtype; what loader.read_image returns
 TMP_MARK = ".tmp-"
-COLUMNS = ("image_offset", "mask_offset", "height", "width", "channels", "dtype")  # pairs.npy columns
+COLUMNS = ("image_offset", "mask_offset", "height", "width", "channels", "dtype", "own_height", "own_width")
 
 
 def default_folder(data_dir) -> Path:
@@ -46,18 +47,19 @@ def default_folder(data_dir) -> Path:
     return data_dir.parent / f"{data_dir.name}.cache"
 
 
-def cache_key(data_dir, folders) -> str:
-    """Digest of the format, dataset.json's bytes and (folder/name, size, mtime_ns) of every visible file in
-    `folders` (the image and mask folders), so any file added, removed, replaced or touched changes the key."""
+def cache_key(data_dir, folders, full_size: bool = False) -> str:
+    """Digest of the format, dataset.json's bytes, `full_size` and (folder/name, size, mtime_ns) of every visible
+    file in `folders` (`files.source_folders`), so any file added, removed, replaced or touched changes the key."""
     description = Path(data_dir) / DESCRIPTION_FILE
-    digest = hashlib.sha256(f"segkit disk cache {FORMAT_VERSION}\n".encode())
+    digest = hashlib.sha256(f"segkit disk cache {FORMAT_VERSION} full_size={bool(full_size)}\n".encode())
     digest.update(description.read_bytes() if description.is_file() else b"(no dataset.json)")
     for folder in folders:
         # scandir's entries carry their path as a string: 20,000 stats cost ~0.1 s, pathlib objects as much again
         with os.scandir(folder) as listing:
             entries = sorted((entry for entry in listing if not entry.name.startswith(".")), key=lambda e: e.name)
         lines = [f"{entry.name}\t{stat.st_size}\t{stat.st_mtime_ns}" for entry in entries if (stat := entry.stat())]
-        digest.update(f"\n{Path(folder).name}/\n".encode() + "\n".join(lines).encode())
+        relative = os.path.relpath(folder, data_dir)  # two folders may share a name (train/a/, val/a/)
+        digest.update(f"\n{relative}/\n".encode() + "\n".join(lines).encode())
     return digest.hexdigest()[:32]
 
 
@@ -81,7 +83,7 @@ class DiskCache:
 
     def pair(self, i: int):
         """(image (H, W, C), label map (H, W)) of pair `i`: read-only views into the mapped files."""
-        image_offset, mask_offset, height, width, channels, code = self._rows[i]
+        image_offset, mask_offset, height, width, channels, code, _, _ = self._rows[i]
         dtype = IMAGE_DTYPES[code]
         image = self._images[image_offset : image_offset + height * width * channels * dtype.itemsize]
         labels = self._masks[mask_offset : mask_offset + height * width]
@@ -93,8 +95,12 @@ class DiskCache:
         return {name: (data_dir / image, data_dir / mask) for name, (image, mask) in zip(self.names, self.files)}
 
     def sizes(self) -> dict:
-        """{name: (H, W)} of every pair."""
+        """{name: (H, W)} of every pair as stored."""
         return {name: (row[2], row[3]) for name, row in zip(self.names, self._rows)}
+
+    def original_sizes(self) -> dict:
+        """{name: (H, W)} of every pair's files (its own size, before any max_size reduction)."""
+        return {name: (row[6], row[7]) for name, row in zip(self.names, self._rows)}
 
     def eight_bit(self) -> bool:
         """True when every image is stored as uint8."""
@@ -120,8 +126,9 @@ def open_cache(folder, key: str) -> DiskCache | None:
 
 
 def build_cache(folder, key: str, data_dir, description: DatasetDescription, pairs: dict, read, workers: int,
-                progress: bool) -> DiskCache:
-    """Decode every pair (`read(name)` -> (image, label map), DataError for a bad pair) into a new cache of `key`.
+                progress: bool, original_sizes: dict | None = None) -> DiskCache:
+    """Decode every pair (`read(name)` -> (image, label map), DataError for a bad pair) into a new cache of `key`;
+    `original_sizes`: {name: the files' own (H, W)} when pairs are read at a reduced size.
 
     Pairs are decoded in threads and written in order as they come, so memory holds a few pairs, not the data.
     Every bad pair is reported together (DataError) and nothing is kept; so is an interrupted build."""
@@ -135,7 +142,7 @@ def build_cache(folder, key: str, data_dir, description: DatasetDescription, pai
         raise DataError(f"{folder}: cannot write the disk cache here ({err.strerror}); pass cache_dir=") from None
     try:
         names = list(pairs)
-        table, problems, totals = _write_buffers(building, names, read, workers, progress)
+        table, problems, totals = _write_buffers(building, names, read, workers, progress, original_sizes or {})
         if problems:
             raise DataError([line for name in names for line in problems.get(name, [])])
         np.save(building / "pairs.npy", table)
@@ -153,7 +160,7 @@ def build_cache(folder, key: str, data_dir, description: DatasetDescription, pai
     return cache
 
 
-def _write_buffers(building: Path, names, read, workers: int, progress: bool):
+def _write_buffers(building: Path, names, read, workers: int, progress: bool, original_sizes: dict):
     """Write images.bin and masks.bin: (pairs table, {name: problem lines}, (image bytes, mask bytes))."""
     from tqdm.auto import tqdm
 
@@ -168,7 +175,8 @@ def _write_buffers(building: Path, names, read, workers: int, progress: bool):
                 continue
             image, labels = pair
             images.write(bytes(-images.tell() % ALIGN))
-            table[k] = (images.tell(), masks.tell(), *image.shape, IMAGE_DTYPES.index(image.dtype))
+            table[k] = (images.tell(), masks.tell(), *image.shape, IMAGE_DTYPES.index(image.dtype),
+                        *original_sizes.get(name, image.shape[:2]))
             images.write(np.ascontiguousarray(image).data)
             masks.write(np.ascontiguousarray(labels).data)
         totals = (images.tell(), masks.tell())

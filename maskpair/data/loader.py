@@ -9,7 +9,7 @@ import numpy as np
 
 from maskpair.data.augment import as_augment
 from maskpair.data.batches import assemble_batch, pack_batch, padded_size
-from maskpair.data.reading import image_to_float
+from maskpair.data.reading import image_to_float, read_pair
 from maskpair.data.set_aside import reviewed_problems, set_aside
 from maskpair.data.splits import SPLITS, checked_splits, split_names
 from maskpair.data.stores import open_store
@@ -37,6 +37,8 @@ class DataLoader:
     multiple of this (the UNet's 32; 1: no rounding); padding is 0 in the image and carries no target.
     review_log: a review verdict log (`ReviewLog`); train examples whose latest verdict there is
     "problem" are set aside (SET_ASIDE), val and test stay as they are.
+    full_size: keep every pair at its own size even when dataset.json's max_size would read it reduced (then
+    `sizes` == `original_sizes`); `read_full_size(name)` reads one pair at its own size either way.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class DataLoader:
         review_log=None,
         workers: int | None = None,
         progress: bool | None = None,
+        full_size: bool = False,
     ):
         if remainder not in REMAINDER_POLICIES:
             raise ValueError(f"remainder must be one of {REMAINDER_POLICIES}, got {remainder!r}")
@@ -67,8 +70,10 @@ class DataLoader:
         self.pad_multiple = int(pad_multiple)
         self.augment = as_augment(augment)
         self.cache = cache
-        self.store = open_store(self.data_dir, cache, cache_dir, workers, progress)
+        self.full_size = bool(full_size)
+        self.store = open_store(self.data_dir, cache, cache_dir, workers, progress, self.full_size)
         self.description, self.pairs, self.sizes = self.store.description, self.store.pairs, self.store.sizes
+        self.original_sizes = self.store.original_sizes  # {name: (H, W)} of each pair's files
         self.labels = self.description.classes
         self.n_classes = self.description.n_classes
         self.n_channels = self.description.n_channels
@@ -91,6 +96,12 @@ class DataLoader:
         unknown = next((name for name in names if name not in self.sizes), None)
         if unknown is not None:
             raise KeyError(f"no example named {unknown!r} in {self.data_dir}")
+
+    def read_full_size(self, name):
+        """The pair `name` read from its files at their own size (`original_sizes[name]`), whatever max_size says:
+        image (H, W, C) uint8 (or float32 in [0, 1]) and label map (H, W) uint8 (ROI applied), fresh arrays."""
+        self._check_names([name])
+        return read_pair(*self.pairs[name], self.description, full_size=True)
 
     def get_image(self, name) -> np.ndarray:
         """The image of example `name` as float32 (H, W, C) in [0, 1], at its own size."""

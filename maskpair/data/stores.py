@@ -5,7 +5,10 @@ and float files), label maps (H, W) uint8 of class indices with IGNORE_INDEX for
 
     store = open_store(data_dir, cache=True)     # True, "disk" or False
     image, labels = store.pair("7")
-    store.sizes["7"], store.eight_bit, store.description, store.pairs
+    store.sizes["7"], store.original_sizes["7"], store.eight_bit, store.description, store.pairs
+
+Pairs larger than the description's `max_size` are stored at their reduced size (`sizes`); `original_sizes` are
+the files' own; `full_size=True` stores every pair at its own size.
 
 Every store is opened after the same checks (`describe.inspect_folder`: pairing, every file's header), and a
 store that cannot be opened raises one `DataError` listing every problem.
@@ -27,43 +30,52 @@ from maskpair.data.inspection import (
     map_names,
     problem_lines,
 )
-from maskpair.data.reading import dims_text, image_to_float, read_pair
+from maskpair.data.reading import dims_text, image_to_float, read_pair, reduced_size
 from maskpair.errors import DataError
 
 CACHE_MODES = (True, False, "disk")  # in memory, streaming from the files, memory-mapped disk cache
 
 
-def open_store(data_dir, cache=True, cache_dir=None, workers: int | None = None, progress: bool | None = None):
-    """The store of `data_dir` for a cache mode: True (MemoryStore), "disk" (DiskStore) or False (FileStore)."""
+def open_store(data_dir, cache=True, cache_dir=None, workers: int | None = None, progress: bool | None = None,
+               full_size: bool = False):
+    """The store of `data_dir` for a cache mode: True (MemoryStore), "disk" (DiskStore) or False (FileStore);
+    full_size: pairs at their own size whatever the description's max_size."""
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be True (in memory), \"disk\" or False (streaming), got {cache!r}")
     if cache_dir is not None and cache != "disk":
         raise ValueError(f"cache_dir is used only with cache=\"disk\", got cache={cache!r}")
     workers = workers or default_workers()
     if cache == "disk":
-        return DiskStore.open(data_dir, cache_dir, workers, progress)
+        return DiskStore.open(data_dir, cache_dir, workers, progress, full_size)
     description, pairs, headers, problems = inspect_folder(data_dir, workers, progress)
     if cache is False:
         if problems:
             raise DataError(problem_lines(problems, pairs))
-        return FileStore(description, pairs, {name: headers[name][0] for name in pairs}, workers)
+        return FileStore(description, pairs, {name: headers[name][0] for name in pairs}, workers, full_size)
     progress = len(pairs) >= 200 if progress is None else progress
     return MemoryStore(description, pairs, {name: headers.get(name, (None,))[0] for name in pairs}, problems,
-                       workers, progress)
+                       workers, progress, full_size)
+
+
+def stored_sizes(description, image_headers: dict, full_size: bool) -> dict:
+    """{name: (H, W)} each pair is stored at: its own size, or reduced to the description's max_size."""
+    max_size = None if full_size else description.max_size
+    return {name: reduced_size(header.size, max_size) for name, header in image_headers.items()}
 
 
 class FileStore:
     """Each pair read from its files when asked (nothing kept); every header was checked at construction, and a
     pair read later must still have the size its header had."""
 
-    def __init__(self, description, pairs: dict, image_headers: dict, workers: int):
-        self.description, self.pairs, self._workers = description, pairs, workers
-        self.sizes = {name: header.size for name, header in image_headers.items()}
+    def __init__(self, description, pairs: dict, image_headers: dict, workers: int, full_size: bool = False):
+        self.description, self.pairs, self._workers, self._full_size = description, pairs, workers, full_size
+        self.original_sizes = {name: header.size for name, header in image_headers.items()}
+        self.sizes = stored_sizes(description, image_headers, full_size)
         # a uint8 (or 1-bit) header always reads as uint8; other dtypes may read as float32
         self.eight_bit = all(header.dtype in (np.uint8, np.bool_) for header in image_headers.values())
 
     def pair(self, name: str):
-        image, labels = read_pair(*self.pairs[name], self.description)
+        image, labels = read_pair(*self.pairs[name], self.description, self._full_size)
         if labels.shape != self.sizes[name]:
             raise DataError(f"{short_path(self.pairs[name][0])}: shape {dims_text(labels.shape)}, but "
                             f"{dims_text(self.sizes[name])} when the loader was built (file changed?)")
@@ -84,13 +96,15 @@ class MemoryStore:
     arrays left the heap fragmented by the decoders' temporaries between them (5,000 pairs of 256x256 peaked at
     1.6x their size; bench/README.md)."""
 
-    def __init__(self, description, pairs: dict, image_headers: dict, problems: dict, workers: int, progress: bool):
+    def __init__(self, description, pairs: dict, image_headers: dict, problems: dict, workers: int, progress: bool,
+                 full_size: bool = False):
         self.description, self.pairs = description, pairs
         names = [name for name in pairs if name not in problems]
         # a uint8 (or 1-bit) header reads as uint8; every other image is kept as float32 in [0, 1]
         kept = {name: np.dtype(np.uint8) if image_headers[name].dtype in (np.uint8, np.bool_) else np.dtype(np.float32)
                 for name in names}
-        self.sizes = {name: image_headers[name].size for name in names}
+        self.original_sizes = {name: image_headers[name].size for name in names}
+        self.sizes = stored_sizes(description, {name: image_headers[name] for name in names}, full_size)
         channels = description.n_channels
         image_bytes = [self.sizes[name][0] * self.sizes[name][1] * channels * kept[name].itemsize for name in names]
         mask_bytes = [self.sizes[name][0] * self.sizes[name][1] for name in names]
@@ -101,10 +115,10 @@ class MemoryStore:
 
         def decode(name):
             k = position[name]
-            image, labels = read_pair(*pairs[name], description)
+            image, labels = read_pair(*pairs[name], description, full_size)
             if image.shape[:2] != self.sizes[name]:
                 raise DataError(f"{short_path(pairs[name][0])}: shape {dims_text(image.shape[:2])}, its header "
-                                f"says {dims_text(self.sizes[name])}")
+                                f"says {dims_text(self.original_sizes[name])}")
             if image.dtype != kept[name]:  # e.g. a 32-bit integer image whose values fit 8 bits
                 image = image_to_float(image)
             height, width = self.sizes[name]
@@ -139,10 +153,12 @@ class DiskStore:
         self.cache, self.pairs, self.description = cache, pairs, cache.description
         self._row = {name: i for i, name in enumerate(cache.names)}
         self.sizes = cache.sizes()
+        self.original_sizes = cache.original_sizes()
         self.eight_bit = cache.eight_bit()
 
     @classmethod
-    def open(cls, data_dir, cache_dir=None, workers: int | None = None, progress: bool | None = None):
+    def open(cls, data_dir, cache_dir=None, workers: int | None = None, progress: bool | None = None,
+             full_size: bool = False):
         """The cache of the files as they are now, reopened when its key matches (the source folders listed and
         every file stat-ed, none read), else built after the same checks as the other stores. The key covers every
         file's name, so the pairs are those the cache recorded.
@@ -155,16 +171,18 @@ class DiskStore:
         folders = source_folders(data_dir, declared)
         folder = disk_cache.default_folder(data_dir) if cache_dir is None else Path(cache_dir)
         # stat before anything is decoded: a file changed during a build then fails the key next time (rebuilt)
-        key = disk_cache.cache_key(data_dir, folders) if all(path.is_dir() for path in folders) else None
+        key = (disk_cache.cache_key(data_dir, folders, full_size)
+               if folders and all(path.is_dir() for path in folders) else None)
         cache = key and disk_cache.open_cache(folder, key)
         if cache is None:  # inspect_folder reports missing folders, pairing and header problems as the other stores do
             workers = workers or default_workers()
-            description, pairs, _, problems = inspect_folder(data_dir, workers, progress)
+            description, pairs, headers, problems = inspect_folder(data_dir, workers, progress)
             if problems:
                 raise DataError(problem_lines(problems, pairs))
             cache = disk_cache.build_cache(folder, key, data_dir, description, pairs,
-                                           lambda name: read_pair(*pairs[name], description), workers,
-                                           len(pairs) >= 200 if progress is None else progress)
+                                           lambda name: read_pair(*pairs[name], description, full_size), workers,
+                                           len(pairs) >= 200 if progress is None else progress,
+                                           {name: headers[name][0].size for name in pairs})
         # the description as read here (its source path as given now), not as it was when the cache was built
         cache.description = dataclasses.replace(cache.description, source=declared["source"])
         return cls(cache, cache.pairs(data_dir))
