@@ -229,3 +229,31 @@ def test_input_may_be_one_image_or_a_list_of_images(trained, tmp_path):
                        f"{data / 'images' / 'scene5.png'}\n")
     run(["predict", out, listing, "--out", tmp_path / "listed"], cwd=me)
     assert sorted(path.name for path in (tmp_path / "listed").iterdir()) == ["scene4.png", "scene5.png"]
+
+
+def test_colour_coded_data_read_reduced_is_predicted_in_its_colours_at_each_images_own_size(tmp_path):
+    """A CamVid-like dataset (colour labels) with max_size below its images' size: training reads it reduced, the
+    model's masks come back at each image's own size in the dataset's colours (never the ignore colour), and
+    evaluate still reproduces training's test scores, scored at own size."""
+    from published import CAMVID_LABELS, hex_rgb, write_published
+
+    data = write_published(tmp_path / "camvid", "camvid", n=10).root
+    description = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**description, "max_size": 32}))  # 36x48 images read as 24x32
+    me = user_folder(tmp_path)
+    run(["train", data, "--out", tmp_path / "run", "--epochs", "1", "--passes-per-epoch", "1", "--crop", "None",
+         "--decoder-filters", "(16, 8, 8, 8, 8)"], cwd=me)
+    info = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert info["preprocessing"]["max_size"] == 32 and info["description"]["labels"] == CAMVID_LABELS
+    run(["predict", tmp_path / "run", data / "701_StillsRaw_full", "--out", tmp_path / "pred"], cwd=me)
+    colours = {tuple(hex_rgb(colour)) for name, colour in CAMVID_LABELS.items() if name != "ignore"}
+    masks = sorted((tmp_path / "pred").glob("*.png"))
+    assert len(masks) == 10
+    for path in masks:
+        mask = np.asarray(Image.open(path))
+        assert mask.shape == (36, 48, 3) and mask.dtype == np.uint8  # the image's own size, RGB like the dataset's
+        assert {tuple(pixel) for pixel in mask.reshape(-1, 3)} <= colours
+    run(["evaluate", tmp_path / "run", data, "--out", tmp_path / "ev"], cwd=me)
+    trained_metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert evaluated["dice"] == trained_metrics["dice"] and evaluated["examples"] == trained_metrics["examples"]

@@ -10,15 +10,21 @@ from maskpair.errors import DataError
 from maskpair.training.predict import labels_from_probabilities, removed_pixels
 
 
+def predict_at_own_size(segmenter, data, names) -> tuple[dict, dict]:
+    """({name: label map before post-processing}, {name: its mask}) of `names` of `data` (a DataLoader), both at
+    each pair's own size: images read as their files hold them (a `max_size` reduction is the Segmenter's)."""
+    pairs = {name: data.read_full_size(name) for name in names}
+    maps = segmenter.probabilities_many(image for image, _ in pairs.values())
+    return ({name: labels_from_probabilities(p) for name, p in zip(pairs, maps)},
+            {name: labels for name, (_, labels) in pairs.items()})
+
+
 def score_examples(segmenter, data, names) -> tuple[dict, dict]:
-    """(scores, final label maps) of `names` of `data` (a DataLoader): pooled Dice and IoU per class and their
-    foreground means (with partial labels also the naive ones), Dice per class before post-processing, the pixels
-    it removed, and per-example scores (worst first)."""
-    names = list(names)
-    images = (data.raw_pair(name)[0] for name in names)
-    raw = {name: labels_from_probabilities(p) for name, p in zip(names, segmenter.probabilities_many(images))}
+    """(scores, final label maps) of `names` of `data` (a DataLoader), at each pair's own size: pooled Dice and IoU
+    per class and their foreground means (with partial labels also the naive ones), Dice per class before
+    post-processing, the pixels it removed, and per-example scores (worst first)."""
+    raw, truths = predict_at_own_size(segmenter, data, list(names))
     final = {name: segmenter.postprocess(labels) for name, labels in raw.items()}
-    truths = {name: data.get_mask(name) for name in names}
     classes, partial = data.labels, data.description.partial_labels
     scores = evaluate.evaluate(truths, final, classes, partial)
     scores["dice_before_postprocessing"] = evaluate.evaluate(truths, raw, classes, partial)["dice"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from maskpair import __version__
 from maskpair.data.description import DatasetDescription
-from maskpair.data.reading import image_to_float, read_image
+from maskpair.data.reading import area_resize, image_to_float, read_image, reduced_size
 from maskpair.errors import DataError
 from maskpair.jsonio import write_json
 from maskpair.training import model as unet
@@ -121,21 +121,36 @@ class Segmenter:
 
     def probabilities_many(self, images, tile: int | None = None):
         """Yield float32 (H, W, K) softmax maps of `images` (an iterable of arrays (H, W[, C]) as read), in order,
-        each at its own size. Consecutive images of one size go through the model together (BATCH_SIZE);
-        an image with a side longer than `tile` (default DEFAULT_TILE) is predicted in overlapping windows."""
-        tile = tile or DEFAULT_TILE
+        each at its own size. With the description's `max_size`, an image whose longer side exceeds it is
+        predicted reduced (area filter, as training read it) and its map enlarged back (bilinear). Consecutive
+        images of one size go through the model together (BATCH_SIZE); an image with a side longer than `tile`
+        (default DEFAULT_TILE) is predicted in overlapping windows."""
+        tile, max_size = tile or DEFAULT_TILE, self.info["preprocessing"]["max_size"]
         group: list[np.ndarray] = []
+        own_sizes: list[tuple[int, int]] = []  # of every image handed on and not yet yielded, in order
+
+        def at_own_size(maps):
+            for probabilities in maps:
+                own = own_sizes.pop(0)
+                if probabilities.shape[:2] != own:
+                    probabilities = tf.image.resize(probabilities, own, method="bilinear").numpy()
+                yield probabilities
+
         for image in images:
             image = image if image.ndim == 3 else image[..., None]
+            own_sizes.append(image.shape[:2])
+            reduced = reduced_size(image.shape[:2], max_size)
+            if reduced != image.shape[:2]:
+                image = area_resize(image, reduced)
             if group and (image.shape != group[0].shape or len(group) == BATCH_SIZE):
-                yield from self._forward(np.stack(group))
+                yield from at_own_size(self._forward(np.stack(group)))
                 group = []
             if max(image.shape[:2]) > tile:
-                yield sliding_window(image, tile, self._forward, self.n_classes)
+                yield from at_own_size([sliding_window(image, tile, self._forward, self.n_classes)])
             else:
                 group.append(image)
         if group:
-            yield from self._forward(np.stack(group))
+            yield from at_own_size(self._forward(np.stack(group)))
 
     def predict_many(self, images, tile: int | None = None):
         """Yield uint8 (H, W) class-index maps of `images` (see `probabilities_many`), post-processed as chosen."""

@@ -21,8 +21,8 @@ from maskpair.data.splits import fitting_batch_size, kfold_splits, split_names
 from maskpair.training import fit
 from maskpair.training import model as unet
 from maskpair.training.config import TrainConfig
-from maskpair.training.predict import keep_largest_structure, labels_from_probabilities
-from maskpair.training.scoring import score_examples
+from maskpair.training.predict import keep_largest_structure
+from maskpair.training.scoring import predict_at_own_size, score_examples
 from maskpair.training.segmenter import Segmenter
 
 # Wider intensity jitter than `Augment`'s default: scans of one kind still differ 2x in brightness
@@ -123,12 +123,9 @@ def choose_largest_structure(model, data: DataLoader, config: TrainConfig) -> di
     if config.largest_structure != "auto":
         return {"applied": config.largest_structure == "on", "bridge_px": BRIDGE_PX,
                 "reason": f"largest_structure={config.largest_structure}"}
-    names = data.splits["val"]
     segmenter = Segmenter.from_training(model, data, config)  # nothing post-processed yet
-    images = (data.raw_pair(name)[0] for name in names)
-    raw = {name: labels_from_probabilities(p) for name, p in zip(names, segmenter.probabilities_many(images))}
+    raw, truths = predict_at_own_size(segmenter, data, data.splits["val"])
     kept = {name: keep_largest_structure(labels, BRIDGE_PX) for name, labels in raw.items()}
-    truths = {name: data.get_mask(name) for name in names}
     partial = data.description.partial_labels
     without = evaluate.evaluate(truths, raw, data.labels, partial)["mean_dice"]
     with_it = evaluate.evaluate(truths, kept, data.labels, partial)["mean_dice"]
