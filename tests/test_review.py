@@ -479,6 +479,24 @@ def test_with_a_model_folder_the_review_shows_the_models_prediction(tmp_path):
     assert app.renderer.pair(app.session.current)[3].shape == (32, 32)
 
 
+def test_large_pairs_are_shown_downscaled_and_zoom_to_full_resolution(tmp_path):
+    """Pairs that dataset.json's max_size reduces for training are reviewed at their own size: sampled down to the
+    panel, and at the deepest zoom every image pixel gets at least one screen pixel."""
+    from published import write_published
+
+    data = write_published(tmp_path / "large", "large", n=2)  # 1536x2048 photographs, max_size 512
+    app = ReviewApp(data.root, log_path=tmp_path / "v.jsonl", run_audit=False, raise_errors=True)
+    name = app.session.current
+    assert app.renderer.shape(name) == app.session.data.original_sizes[name] == (1536, 2048)
+    whole = np.asarray(Image.open(io.BytesIO(app.image.value)))
+    assert whole.shape[0] <= render.MAX_PANEL_PX  # the whole image, sampled down
+    for _ in render.ZOOMS[1:]:
+        app.handle_key("+")
+    top, left, crop_h, crop_w = render.crop_box((1536, 2048), app.view_settings.zoom, app.view_settings.centre)
+    zoomed = np.asarray(Image.open(io.BytesIO(app.image.value)))
+    assert zoomed.shape[0] >= crop_h and (zoomed.shape[1] - 2 * render.GAP_PX) // 3 >= crop_w  # >= 1:1
+
+
 def test_zoom_keeps_the_point_under_the_pointer_and_pan_stays_inside():
     shape = (256, 256)
     assert render.crop_box(shape, 4, (0, 0)) == (0, 0, 64, 64)           # kept inside

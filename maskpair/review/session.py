@@ -58,7 +58,9 @@ class ReviewSession:
 
     def __init__(self, data_dir, log_path=None, *, reviewer: str | None = None, label_issues=None):
         self.data_dir = Path(data_dir)
-        self.data = DataLoader(self.data_dir, batch_size=1, cache=False, progress=False)
+        # every pair at its own size, even where dataset.json's max_size reduces them for training: the renderer
+        # shows a large pair sampled down to the panel and zooms into it at full resolution
+        self.data = DataLoader(self.data_dir, batch_size=1, cache=False, progress=False, full_size=True)
         self.names = list(self.data.names)
         self.natural = {name: i for i, name in enumerate(self.names)}
         self.log = ReviewLog(log_path if log_path else default_log_path(self.data_dir))
