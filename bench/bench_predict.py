@@ -25,7 +25,7 @@ from maskpair.data.description import DatasetDescription
 from maskpair.training import model as unet
 from maskpair.training.config import TrainConfig
 from maskpair.training.inference import find_images, predict_files
-from maskpair.training.segmenter import BATCH_SIZE, Segmenter
+from maskpair.training.segmenter import Segmenter, batch_size
 
 
 class Images:
@@ -57,9 +57,10 @@ def write_images(folder: Path, count: int, side: int, seed: int = 0) -> Path:
 def bound_rate(segmenter: Segmenter, images: list[np.ndarray]) -> float:
     """Images/s of the model alone on arrays in memory, batched as predict batches them, mirror averaging
     included (two forward passes per batch)."""
+    size = batch_size(images[0].shape)
     start = time.perf_counter()
-    for first in range(0, len(images), BATCH_SIZE):
-        batch = np.stack(images[first:first + BATCH_SIZE]).astype(np.float32) * np.float32(1 / 255)
+    for first in range(0, len(images), size):
+        batch = np.stack(images[first:first + size]).astype(np.float32) * np.float32(1 / 255)
         segmenter.model.predict_on_batch(batch)
         segmenter.model.predict_on_batch(batch[:, :, ::-1])
     return len(images) / (time.perf_counter() - start)

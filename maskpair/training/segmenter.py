@@ -42,8 +42,10 @@ INFO_FILE = "model.json"
 KERAS_FILE = "model.keras"  # the Keras v3 zip format of tf-keras (HDF5 is legacy and warns on every save)
 SAVED_MODEL = "saved_model"
 FORMAT = 1
-BATCH_SIZE = 4  # images of one size predicted together
-DEFAULT_TILE = 2048  # a side longer than this is predicted in windows of this size (the CPU's memory stays bounded)
+BATCH_SIZE = 4  # images of one size predicted together, at most ...
+BATCH_PIXELS = 4 * 1024 * 1024  # ... and at most this many pixels in one forward pass (the default UNet holds about
+                                # half a kilobyte per pixel while it predicts: ~2 GB; bench/README.md)
+DEFAULT_TILE = 2048  # a side longer than this is predicted in overlapping windows of this size
 
 
 class Segmenter:
@@ -142,11 +144,13 @@ class Segmenter:
             reduced = reduced_size(image.shape[:2], max_size)
             if reduced != image.shape[:2]:
                 image = area_resize(image, reduced)
-            if group and (image.shape != group[0].shape or len(group) == BATCH_SIZE):
+            if group and (image.shape != group[0].shape or len(group) == batch_size(image.shape)):
                 yield from at_own_size(self._forward(np.stack(group)))
                 group = []
             if max(image.shape[:2]) > tile:
-                yield from at_own_size([sliding_window(image, tile, self._forward, self.n_classes)])
+                window = (min(tile, image.shape[0]), min(tile, image.shape[1]))
+                yield from at_own_size([sliding_window(image, tile, self._forward, self.n_classes,
+                                                       batch_size=batch_size(window))])
             else:
                 group.append(image)
         if group:
@@ -177,6 +181,11 @@ class Segmenter:
         """Class indices -> the dataset's own mask values (a class of several values as its first; colours (H, W, 3)
         for colour-coded datasets), as the dataset's masks store them."""
         return self.description.encode(labels)
+
+
+def batch_size(shape) -> int:
+    """How many images of (H, W[, C]) `shape` go through the model at once: BATCH_SIZE, fewer for large ones."""
+    return max(1, min(BATCH_SIZE, BATCH_PIXELS // (shape[0] * shape[1])))
 
 
 def model_folder(path) -> Path:
