@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         segmenter = Segmenter.from_training(model, Images(scratch), config)
-        print(f"| images | maskpair predict (images/s) | model on arrays in memory (images/s) | ratio |")
+        print("| images | maskpair predict (images/s) | model on arrays in memory (images/s) | ratio |")
         print("|---|---:|---:|---:|")
         for count, side in ((small, 256), (large, 2048)):
             folder = write_images(scratch / f"in-{side}", count, side)
