@@ -811,7 +811,7 @@ def test_the_app_on_other_layouts(layout, tmp_path):
     assert len(app.class_boxes) == len(app.session.data.labels) - 1
     shapes, hatched = set(), 0
     for _ in app.session.names:
-        image, mask, _ = app.renderer.pair(app.session.current)
+        image, mask = app.renderer.pair(app.session.current)[:2]
         shapes.add(mask.shape)
         picture = np.asarray(Image.open(__import__("io").BytesIO(app.image.value)).convert("RGB"))
         top, left, crop_h, crop_w = render.crop_box(mask.shape, 1)
