@@ -42,7 +42,8 @@ def reference_batch(data, names, split, epoch, step):
 
 
 def expanded(compact, n_classes):
-    """A compact batch as `keras_adapters.expand_batch` makes it, in numpy."""
+    """A compact batch as the model (`images_to_unit_range`) and its loss (`one_hot_targets`) expand it on the
+    device, in numpy."""
     images, labels = compact
     assert labels.dtype == np.uint8 and labels.shape == images.shape[:3]
     return image_to_float(images), one_hot(labels, n_classes)

@@ -52,7 +52,7 @@ def test_input_wait_share_counts_only_batches_not_ready_when_their_step_began():
 def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
     import time
 
-    data = DataLoader(tiny_data, batch_size=2, seed=0)
+    data = DataLoader(tiny_data, batch_size=2, seed=0, augment=True)  # augmented: batches from batch_arrays
     make_batch = data.batch_arrays
 
     def slow_batch(*args, **kwargs):  # 0.5 s per batch: far more than a step on 32 x 32 images
@@ -77,10 +77,23 @@ def test_model_takes_any_size_channels_and_classes():
     # predict.iter_probabilities calls predict_on_batch on chunks of one batch: the same maps, to the bit
     np.testing.assert_array_equal(np.asarray(model.predict_on_batch(images)), probabilities)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
-    targets = np.zeros((2, 40, 56, 5), np.float32)
-    targets[..., 0] = 1.0
-    targets[:, 30:] = 0.0  # padding rows: no target
-    assert np.all(np.isfinite(model.train_on_batch(np.zeros((2, 40, 56, 3), np.float32), targets)))
+    labels = np.zeros((2, 40, 56), np.uint8)
+    labels[:, 30:] = 255  # padding rows: no target
+    assert np.all(np.isfinite(model.train_on_batch(np.zeros((2, 40, 56, 3), np.uint8), labels)))
+
+
+def test_model_takes_images_as_stored_and_scales_them_itself():
+    """uint8 and uint16 pixels are divided by their dtype's largest value inside the model, float images are taken
+    as they are: the same 8-bit image gives the same probabilities in every form, as does a model reloaded."""
+    model = unet.build_model(n_channels=1, n_classes=3)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(2, 32, 32, 1), dtype=np.uint8)
+    as_floats = pixels * np.float32(1 / 255)  # reading.image_to_float
+    from_bytes = np.asarray(model.predict_on_batch(pixels))
+    np.testing.assert_array_equal(from_bytes, np.asarray(model.predict_on_batch(as_floats)))
+    wide = pixels.astype(np.uint16) * 257  # the same values as 16-bit pixels: v * 257 / 65535 = v / 255
+    np.testing.assert_allclose(np.asarray(model.predict_on_batch(wide)), from_bytes, atol=1e-5)
+    assert not np.allclose(np.asarray(model.predict_on_batch(pixels.astype(np.float32))), from_bytes, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(unet.images_to_unit_range(pixels)), as_floats)
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""

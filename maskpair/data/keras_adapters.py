@@ -1,8 +1,14 @@
-"""Keras `Sequence` and `tf.data` adapters over a `loader.DataLoader`, yielding the same batches as `get_batch`.
+"""Keras `Sequence` and `tf.data` adapters over a `loader.DataLoader`, yielding the compact batches the model trains
+on: images as stored (uint8 for 8-bit data; float32 in [0, 1] when augmented, or for 16-bit and float data) and
+uint8 label maps with IGNORE_INDEX for ignore and padding, exactly `get_batch(split, compact=True)`. The model
+brings the images into [0, 1] and its loss makes the one-hot target, on the device (`training.model`,
+`training.losses`).
 
 Kept apart from loader.py so that importing the loader never pulls TensorFlow in.
 """
 import time
+
+import numpy as np
 
 from maskpair.training.legacy_keras import import_tensorflow
 
@@ -23,7 +29,7 @@ class LoaderSequence(tf.keras.utils.Sequence):
     def __getitem__(self, step):
         if not 0 <= step < len(self._batches):
             raise IndexError(f"batch {step} out of range for {len(self._batches)} batches")
-        return self.loader.batch_arrays(self._batches[step], self.split, self.epoch, step)
+        return self.loader.batch_arrays(self._batches[step], self.split, self.epoch, step, compact=True)
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -31,37 +37,39 @@ class LoaderSequence(tf.keras.utils.Sequence):
 
 
 def loader_dataset(loader, split="train", epochs=None, prefetch=None, ready_times=None):
-    """`tf.data.Dataset` of (images, one-hot masks) batches, prefetched so decoding overlaps the model step.
+    """`tf.data.Dataset` of compact (images, label maps) batches, prefetched so that making them overlaps the step.
 
-    The generator yields compact batches (`batch_arrays(..., compact=True)`: uint8 images of 8-bit data, uint8
-    label maps), and `expand_batch` makes float32 images and one-hot targets inside the graph: the Python side
-    moves 2 bytes per pixel instead of 4 x (channels + classes), and the model gets the same tensors as before.
-    ready_times: a list to which the `time.perf_counter()` at which each batch is ready is appended, in order
-    (to tell, against the training steps' start times, whether a step had to wait for its batch)."""
-    height, width = loader.batch_shape(split)  # None where batches of mixed-size images differ
-    images = tf.TensorSpec((None, height, width, loader.n_channels), tf.as_dtype(loader.compact_image_dtype(split)))
-    labels = tf.TensorSpec((None, height, width), tf.uint8)
-
-    def batches():
-        for epoch, step, names in loader.iter_epochs(split, epochs):
-            batch = loader.batch_arrays(names, split, epoch, step, compact=True)
-            if ready_times is not None:
-                ready_times.append(time.perf_counter())
-            yield batch
-
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=(images, labels))
-    # A sequential map: training runs with op determinism on (fit.seed_everything), under which tf.data rewrites
-    # a parallel map into a sequential one anyway, logging "E0000 ... NodeDef mentions attribute
-    # use_unbounded_threadpool" as it does. The prefetch below still overlaps it with the model's step.
-    dataset = dataset.map(lambda x, y: expand_batch(x, y, loader.n_classes))
+    ready_times: a list to which the `time.perf_counter()` at which each batch is ready is appended, in order (to
+    tell, against the training steps' start times, whether a step had to wait for its batch)."""
+    dataset = generated_batches(loader, split, epochs)
+    if ready_times is not None:
+        dataset = dataset.map(lambda images, labels: marked_ready(images, labels, ready_times))
     return dataset.prefetch(tf.data.AUTOTUNE if prefetch is None else prefetch)
 
 
-def expand_batch(images, labels, n_classes: int):
-    """A compact batch as the model takes it: float32 images in [0, 1] and float32 one-hot targets (B, H, W, K).
+def batch_specs(loader, split):
+    """(images, label maps) TensorSpecs of the compact batches of `split`: None where batches differ."""
+    height, width = loader.batch_shape(split)
+    dtype = tf.as_dtype(loader.compact_image_dtype(split))
+    return (tf.TensorSpec((None, height, width, loader.n_channels), dtype), tf.TensorSpec((None, height, width), tf.uint8))
 
-    uint8 images are multiplied by float32(1/255), exactly as `loader.image_to_float` does (a division would
-    differ in the last bit); tf.one_hot gives an all-zero row for IGNORE_INDEX (255 >= K: ignore and padding)."""
-    if images.dtype == tf.uint8:
-        images = tf.cast(images, tf.float32) * tf.constant(1 / 255, tf.float32)
-    return images, tf.one_hot(labels, n_classes, dtype=tf.float32)
+
+def generated_batches(loader, split, epochs):
+    """The batches of `batch_arrays(..., compact=True)`, from a Python generator."""
+
+    def batches():
+        for epoch, step, names in loader.iter_epochs(split, epochs):
+            yield loader.batch_arrays(names, split, epoch, step, compact=True)
+
+    return tf.data.Dataset.from_generator(batches, output_signature=batch_specs(loader, split))
+
+
+def marked_ready(images, labels, ready_times: list):
+    """The batch, once `time.perf_counter()` has been appended to `ready_times` (in the pipeline, before prefetch)."""
+
+    def now():
+        ready_times.append(time.perf_counter())
+        return np.int64(len(ready_times))
+
+    with tf.control_dependencies([tf.numpy_function(now, [], tf.int64, stateful=True)]):
+        return tf.identity(images), tf.identity(labels)

@@ -1,5 +1,13 @@
 """The UNet: `segmentation_models`' Unet on the dataset's channels and classes, for images of any size, and the
-`tf.distribute` strategy it is built under."""
+`tf.distribute` strategy it is built under.
+
+What the model takes: images (B, H, W, C) of any height and width, as the loader stores them: uint8 (0..255) or
+uint16 (0..65535) pixels, which it divides by their dtype's largest value on the device (a multiplication by
+float32(1/255) for uint8, exactly as `reading.image_to_float`), or float32 already in [0, 1] (augmented batches,
+16-bit and float data as `reading` gives them), taken as they are: `tf.image.convert_image_dtype`'s convention.
+It gives float32 softmax probabilities (B, H, W, K), also under mixed precision, and trains on uint8 label maps
+(B, H, W), 255 = no target (`losses`).
+"""
 from __future__ import annotations
 
 import os
@@ -11,6 +19,27 @@ from maskpair.training.legacy_keras import import_segmentation_models, import_te
 tf = import_tensorflow()
 
 UNET_MULTIPLE = 32  # a UNet with 5 poolings needs sides divisible by 2**5
+MIXED_PRECISION_POLICY = "mixed_float16"  # float16 compute, float32 variables; compile adds loss scaling
+
+
+def images_to_unit_range(images):
+    """Images as stored -> float32 in [0, 1]: unsigned integers times float32(1 / their dtype's largest value),
+    floating-point images as they are (cast to float32)."""
+    images = tf.convert_to_tensor(images)
+    if images.dtype.is_integer:
+        return tf.cast(images, tf.float32) * tf.constant(1 / images.dtype.max, tf.float32)
+    return tf.cast(images, tf.float32)
+
+
+@tf.keras.utils.register_keras_serializable(package="segkit")
+class UNet(tf.keras.Model):
+    """A functional Keras model whose call first brings images into [0, 1] by their dtype (`images_to_unit_range`).
+
+    Before its graph, not as its first layer: a functional model casts its input to the dtype of its `Input`
+    (float32), after which a uint8 image in 0..255 could not be told from a float one in [0, 1]."""
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(images_to_unit_range(inputs), training=training, mask=mask)
 
 
 @tf.keras.utils.register_keras_serializable(package="segkit")
@@ -32,6 +61,9 @@ class PadToMultiple(tf.keras.layers.Layer):
 @tf.keras.utils.register_keras_serializable(package="segkit")
 class CropToInput(tf.keras.layers.Layer):
     """Crop a padded output back to the height and width of the original input."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "autocast": False})  # the input is only measured, never cast
 
     def call(self, inputs):
         output, original = inputs
@@ -62,23 +94,48 @@ def make_strategy(name: str = "default", cpu_devices: int = 2):
     return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-def build_model(n_channels: int, n_classes: int, backbone: str = "resnet18", decoder_filters=(128, 64, 32, 32, 16),
-                learning_rate: float = 1e-3, partial_labels: bool = False, focal_weight: float = 1.0, strategy=None):
-    """A compiled softmax UNet (no pretrained weights) with the Dice + focal loss of `losses.make_loss`.
+def gpu_present() -> bool:
+    """Whether TensorFlow sees a GPU (it then places the model there)."""
+    return bool(tf.config.list_physical_devices("GPU"))
 
-    Images of any size go in: they are zero-padded to a multiple of 32 inside the model and the output is
-    cropped back, so the loss and predictions only ever see real pixels.
+
+def precision_policy(mixed_precision) -> str:
+    """The Keras dtype policy of a `TrainConfig.mixed_precision` setting: "auto" is mixed_float16 with a GPU
+    (its tensor cores run float16 matrix products at several times the float32 rate) and float32 on a CPU (which
+    has no fast float16 convolutions: bench/README.md); "on" / "off" force it."""
+    if mixed_precision not in ("auto", "on", "off"):
+        raise ValueError(f'mixed_precision must be "auto", "on" or "off", got {mixed_precision!r}')
+    on = gpu_present() if mixed_precision == "auto" else mixed_precision == "on"
+    return MIXED_PRECISION_POLICY if on else "float32"
+
+
+def build_model(n_channels: int, n_classes: int, backbone: str = "resnet18", decoder_filters=(128, 64, 32, 32, 16),
+                learning_rate: float = 1e-3, partial_labels: bool = False, focal_weight: float = 1.0, strategy=None,
+                jit_compile: bool = False, policy: str = "float32"):
+    """A compiled softmax `UNet` (no pretrained weights) with the Dice + focal loss of `losses.make_loss`.
+
+    Images of any size and stored dtype go in (see the module's docstring): they are zero-padded to a multiple of
+    32 inside the model and the output is cropped back, so the loss and predictions only ever see real pixels.
+    Targets are uint8 label maps. jit_compile: the train, test and predict steps compiled by XLA; policy:
+    "float32" or "mixed_float16" (`precision_policy`; compile then adds loss scaling).
     """
     sm = import_segmentation_models()
-    foreground = list(range(1, n_classes)) or [0]
-    with (strategy or tf.distribute.get_strategy()).scope():
-        unet = sm.Unet(backbone, encoder_weights=None, input_shape=(None, None, n_channels), classes=n_classes,
-                       activation="softmax", decoder_filters=tuple(decoder_filters))
-        images = tf.keras.Input((None, None, n_channels), name="image")
-        probabilities = CropToInput(name="crop_to_input")([unet(PadToMultiple(name="pad_to_32")(images)), images])
-        model = tf.keras.Model(images, probabilities, name=f"unet_{backbone}")
-        metrics = [sm.metrics.IOUScore(threshold=0.5, class_indexes=foreground)]
-        model.compile(tf.keras.optimizers.Adam(learning_rate), losses.make_loss(partial_labels, focal_weight), metrics)
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(policy)  # layers take the policy when they are made
+    try:
+        with (strategy or tf.distribute.get_strategy()).scope():
+            # logits out of segmentation_models' Unet, the softmax in float32 here: under mixed precision a float16
+            # softmax would round small probabilities, whose logarithm the focal loss takes
+            unet = sm.Unet(backbone, encoder_weights=None, input_shape=(None, None, n_channels), classes=n_classes,
+                           activation="linear", decoder_filters=tuple(decoder_filters))
+            images = tf.keras.Input((None, None, n_channels), name="image")  # float32 in [0, 1]: see UNet
+            logits = CropToInput(name="crop_to_input")([unet(PadToMultiple(name="pad_to_32")(images)), images])
+            probabilities = tf.keras.layers.Activation("softmax", dtype="float32", name="softmax")(logits)
+            model = UNet(images, probabilities, name=f"unet_{backbone}")
+            model.compile(tf.keras.optimizers.Adam(learning_rate), losses.make_loss(partial_labels, focal_weight),
+                          [losses.make_iou_metric(n_classes)], jit_compile=jit_compile)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
     return model
 
 
@@ -90,5 +147,8 @@ def save_model(model, output_dir) -> Path:
 
 
 def load_model(path):
-    """A model saved by `save_model`, for prediction (not compiled)."""
-    return tf.keras.models.load_model(str(path), compile=False)
+    """A model saved by `save_model`, for prediction (not compiled): it takes images as `UNet` says.
+
+    The file names the model's class by its bare name, "UNet" (Keras writes a model's `__class__.__name__`, not
+    the registered "segkit>UNet" it writes for layers), hence the custom object."""
+    return tf.keras.models.load_model(str(path), custom_objects={"UNet": UNet}, compile=False)

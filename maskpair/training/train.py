@@ -95,9 +95,10 @@ def replica_batch_size(batch_size: int, replicas: int) -> int:
 
 
 def build_model(data: DataLoader, config: TrainConfig, strategy=None):
-    """The compiled UNet for this data: its channels and classes, the configured encoder and loss."""
+    """The compiled UNet for this data: its channels and classes, the configured encoder, loss, XLA and precision."""
     return unet.build_model(data.n_channels, data.n_classes, config.backbone, config.decoder_filters,
-                            config.learning_rate, data.description.partial_labels, config.focal_weight, strategy)
+                            config.learning_rate, data.description.partial_labels, config.focal_weight, strategy,
+                            jit_compile=config.jit_compile, policy=unet.precision_policy(config.mixed_precision))
 
 
 def train_model(data: DataLoader, config: TrainConfig, output_dir, strategy=None, verbose: int = 0,
