@@ -7,9 +7,11 @@ brings the images into [0, 1] and its loss makes the one-hot target, on the devi
 Kept apart from loader.py so that importing the loader never pulls TensorFlow in.
 """
 import time
+from itertools import count
 
 import numpy as np
 
+from maskpair.data.description import IGNORE_INDEX
 from maskpair.training.legacy_keras import import_tensorflow
 
 tf = import_tensorflow()
@@ -39,9 +41,17 @@ class LoaderSequence(tf.keras.utils.Sequence):
 def loader_dataset(loader, split="train", epochs=None, prefetch=None, ready_times=None):
     """`tf.data.Dataset` of compact (images, label maps) batches, prefetched so that making them overlaps the step.
 
-    ready_times: a list to which the `time.perf_counter()` at which each batch is ready is appended, in order (to
-    tell, against the training steps' start times, whether a step had to wait for its batch)."""
-    dataset = generated_batches(loader, split, epochs)
+    From an in-memory or disk cache, a split without augmentation is batched inside the graph (`graph_batches`):
+    the cache's buffers become tensors without a copy and each batch is one gather from them, with no Python and
+    no GIL per batch. Otherwise (augmentation, which is numpy's, or reading the files) a generator yields
+    `batch_arrays(..., compact=True)`. ready_times: a list to which the `time.perf_counter()` at which each batch
+    is ready is appended, in order (to tell, against the training steps' start times, whether a step had to wait
+    for its batch)."""
+    flat = loader.store.flat_pairs() if hasattr(loader.store, "flat_pairs") else None
+    if flat is not None and loader._augment_for(split) is None:
+        dataset = graph_batches(loader, split, epochs, flat)
+    else:
+        dataset = generated_batches(loader, split, epochs)
     if ready_times is not None:
         dataset = dataset.map(lambda images, labels: marked_ready(images, labels, ready_times))
     return dataset.prefetch(tf.data.AUTOTUNE if prefetch is None else prefetch)
@@ -62,6 +72,99 @@ def generated_batches(loader, split, epochs):
             yield loader.batch_arrays(names, split, epoch, step, compact=True)
 
     return tf.data.Dataset.from_generator(batches, output_signature=batch_specs(loader, split))
+
+
+def graph_batches(loader, split, epochs, flat):
+    """The same batches as `batch_arrays(..., compact=True)` (no augmentation), assembled by the tf.data graph from
+    a store's `FlatPairs`: Python only draws each epoch's order (`epoch_batches`), once per epoch.
+
+    The buffers reach TensorFlow through DLPack, which shares their memory (a copy would double the in-memory
+    cache, or turn the disk cache's page-cache pages into anonymous memory). tf.data's default graph rewrites
+    are turned off: they serialise the dataset's graph, captured tensors included, which copies the buffers (and
+    fails beyond 2 GB)."""
+    images = tf.experimental.dlpack.from_dlpack(flat.images.__dlpack__())
+    masks = tf.experimental.dlpack.from_dlpack(flat.masks.__dlpack__())
+    batch_size, float_images = loader.batch_size, loader.compact_image_dtype(split) == np.float32
+
+    def orders():  # each epoch's example rows, batch after batch: only the last batch may be short ("keep")
+        for epoch in count() if epochs is None else range(epochs):
+            rows = [flat.rows[name] for names in loader.epoch_batches(split, epoch) for name in names]
+            yield np.array(rows, np.int32)
+
+    multiple, specs = loader.pad_multiple, batch_specs(loader, split)
+    if uniform_layout(flat.table, len(flat.images), len(flat.masks)):
+        pick = gather_rows(images, masks, flat.table)
+        epoch = lambda rows: tf.data.Dataset.from_tensor_slices(rows).batch(batch_size).map(pick)  # noqa: E731
+        padded = bool(flat.table[0, 2] % multiple or flat.table[0, 3] % multiple)
+    else:
+        pick = slice_pair(images, masks, tf.constant(flat.table), float_images)
+        padding = (tf.constant(0, tf.float32 if float_images else tf.uint8), tf.constant(IGNORE_INDEX, tf.uint8))
+        epoch = lambda rows: (tf.data.Dataset.from_tensor_slices(rows).map(pick)  # noqa: E731
+                              .padded_batch(batch_size, padding_values=padding))
+        padded = True
+    dataset = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((None,), tf.int32)).flat_map(epoch)
+    if padded:
+        dataset = dataset.map(lambda x, y: pad_to_multiple(x, y, multiple, specs))
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return dataset.with_options(options)
+
+
+def uniform_layout(table: np.ndarray, image_bytes: int, mask_bytes: int) -> bool:
+    """Whether every pair has one shape and dtype and the pairs lie back to back from the buffers' start (each
+    image's size a multiple of the 64-byte alignment), so that each buffer is one (N, H, W, C) array."""
+    first = table[0]
+    size = int(np.prod(first[2:5])) * (1 if first[5] == 0 else 4)
+    n = len(table)
+    return (bool((table[:, 2:] == first[2:]).all()) and image_bytes == n * size and mask_bytes == n * first[2] * first[3]
+            and bool((table[:, 0] == np.arange(n) * size).all())
+            and bool((table[:, 1] == np.arange(n) * first[2] * first[3]).all()))
+
+
+def gather_rows(images, masks, table: np.ndarray):
+    """A function of a batch's rows -> (images, label maps): one gather from each buffer seen as (N, H, W, C)."""
+    n, (height, width, channels, code) = len(table), (int(v) for v in table[0, 2:])
+    if code == 0:
+        stack = tf.reshape(images, (n, height, width, channels))
+    else:  # float32 pixels: the bytes reinterpreted, still no copy
+        stack = tf.bitcast(tf.reshape(images, (n, height, width, channels, 4)), tf.float32)
+    labels = tf.reshape(masks, (n, height, width))
+    return lambda rows: (tf.gather(stack, rows), tf.gather(labels, rows))
+
+
+def slice_pair(images, masks, table, float_images: bool):
+    """A function of one pair's row -> (image (H, W, C), label map (H, W)), sliced from the buffers; with
+    `float_images` a uint8 image becomes float32 in [0, 1] as `reading.image_to_float` makes it."""
+
+    def pick(row):
+        image_offset, mask_offset, height, width, channels, code = tf.unstack(tf.cast(table[row], tf.int32))
+        pixels = height * width * channels
+        labels = tf.reshape(tf.slice(masks, [mask_offset], [height * width]), (height, width))
+
+        def eight_bit():
+            return tf.reshape(tf.slice(images, [image_offset], [pixels]), (height, width, channels))
+
+        def floats():
+            raw = tf.reshape(tf.slice(images, [image_offset], [4 * pixels]), (height, width, channels, 4))
+            return tf.bitcast(raw, tf.float32)
+
+        if not float_images:
+            return eight_bit(), labels
+        image = tf.cond(code == 0, lambda: tf.cast(eight_bit(), tf.float32) * tf.constant(1 / 255, tf.float32),
+                        floats)
+        return image, labels
+
+    return pick
+
+
+def pad_to_multiple(images, labels, multiple: int, specs):
+    """Pad a batch bottom/right to sides that are multiples of `multiple` (0 in the image, IGNORE_INDEX in the
+    label map), as `batches.padded_size` does, and give it the static shape the split's batches share."""
+    height, width = tf.shape(labels)[1], tf.shape(labels)[2]
+    extra = [[0, 0], [0, -height % multiple], [0, -width % multiple]]
+    images = tf.pad(images, extra + [[0, 0]])
+    labels = tf.pad(labels, extra, constant_values=IGNORE_INDEX)
+    return tf.ensure_shape(images, specs[0].shape), tf.ensure_shape(labels, specs[1].shape)
 
 
 def marked_ready(images, labels, ready_times: list):
