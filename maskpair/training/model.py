@@ -70,6 +70,49 @@ class CropToInput(tf.keras.layers.Layer):
         return output[:, : tf.shape(original)[1], : tf.shape(original)[2]]
 
 
+@tf.keras.utils.register_keras_serializable(package="segkit")
+class RepeatUpSampling2D(tf.keras.layers.Layer):
+    """Nearest-neighbour upsampling by a whole factor as a reshape and a broadcast: the same values as
+    `UpSampling2D`, but XLA compiles its gradient (a sum over the copies); XLA has no ResizeNearestNeighborGrad,
+    on CPUs nor GPUs (tensorflow/tensorflow#60203), so segmentation_models' decoder cannot be jit-compiled as it is."""
+
+    def __init__(self, size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, images):
+        batch, height, width, channels = tf.unstack(tf.shape(images))
+        grid = tf.reshape(images, [batch, height, 1, width, 1, channels])
+        grid = tf.broadcast_to(grid, [batch, height, self.size, width, self.size, channels])
+        return tf.reshape(grid, [batch, height * self.size, width * self.size, channels])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+class _XlaLayers:
+    """tf.keras.layers, with UpSampling2D replaced by RepeatUpSampling2D, for segmentation_models' builders."""
+
+    def UpSampling2D(self, size=2, **kwargs):  # the name segmentation_models calls
+        return RepeatUpSampling2D(size, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(tf.keras.layers, name)
+
+
+def segmentation_unet(backbone: str, n_channels: int, n_classes: int, decoder_filters, xla: bool = False):
+    """segmentation_models' Unet, untrained, giving logits; with `xla` its decoder upsamples by RepeatUpSampling2D
+    (same weights, same forward values; only a jit-compiled step needs it, the default keeps the original op)."""
+    sm = import_segmentation_models()
+    settings = {"encoder_weights": None, "input_shape": (None, None, n_channels), "classes": n_classes,
+                "activation": "linear", "decoder_filters": tuple(decoder_filters)}
+    if not xla:
+        return sm.Unet(backbone, **settings)
+    # the builder that sm.Unet wraps (the wrapper always passes Keras' own layers module)
+    return sm.models.unet.Unet(backbone, **settings, backend=tf.keras.backend, layers=_XlaLayers(),
+                               models=tf.keras.models, utils=tf.keras.utils)
+
+
 def make_strategy(name: str = "default", cpu_devices: int = 2):
     """`tf.distribute` strategy by name: "default" (one device: the GPU when there is one, else the CPU), or
     "mirrored" over the local GPUs, else over `cpu_devices` logical CPUs (set before TensorFlow starts its devices).
@@ -119,15 +162,13 @@ def build_model(n_channels: int, n_classes: int, backbone: str = "resnet18", dec
     Targets are uint8 label maps. jit_compile: the train, test and predict steps compiled by XLA; policy:
     "float32" or "mixed_float16" (`precision_policy`; compile then adds loss scaling).
     """
-    sm = import_segmentation_models()
     previous = tf.keras.mixed_precision.global_policy()
     tf.keras.mixed_precision.set_global_policy(policy)  # layers take the policy when they are made
     try:
         with (strategy or tf.distribute.get_strategy()).scope():
             # logits out of segmentation_models' Unet, the softmax in float32 here: under mixed precision a float16
             # softmax would round small probabilities, whose logarithm the focal loss takes
-            unet = sm.Unet(backbone, encoder_weights=None, input_shape=(None, None, n_channels), classes=n_classes,
-                           activation="linear", decoder_filters=tuple(decoder_filters))
+            unet = segmentation_unet(backbone, n_channels, n_classes, decoder_filters, xla=jit_compile)
             images = tf.keras.Input((None, None, n_channels), name="image")  # float32 in [0, 1]: see UNet
             logits = CropToInput(name="crop_to_input")([unet(PadToMultiple(name="pad_to_32")(images)), images])
             probabilities = tf.keras.layers.Activation("softmax", dtype="float32", name="softmax")(logits)

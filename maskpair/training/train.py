@@ -106,7 +106,7 @@ def train_model(data: DataLoader, config: TrainConfig, output_dir, strategy=None
     """Seed everything, build and fit; returns (model with the best val-loss weights, fit report).
     output_dir: where the best checkpoint is kept (None: nowhere); verbose: Keras' fit verbosity (2: a line per
     epoch); steps_per_pass: see `fit.fit_with_checkpoint`; progress: a progress bar over the epochs, described so."""
-    fit.seed_everything(config.seed)
+    fit.seed_everything(config.seed, deterministic_ops=not config.jit_compile)
     model = build_model(data, config, strategy)
     report = fit.fit_with_checkpoint(model, data, output_dir, config.epochs, config.patience, config.lr_patience,
                                      config.passes_per_epoch, verbose, steps_per_pass, progress)
