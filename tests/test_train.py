@@ -55,8 +55,8 @@ def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
     data = DataLoader(tiny_data, batch_size=2, seed=0, augment=True)  # augmented: batches from batch_arrays
     make_batch = data.batch_arrays
 
-    def slow_batch(*args, **kwargs):  # 0.5 s per batch: far more than a step on 32 x 32 images
-        time.sleep(0.5)
+    def slow_batch(*args, **kwargs):  # 3 s a batch, made in a thread per core: far more than a 32 x 32 step
+        time.sleep(3.0)
         return make_batch(*args, **kwargs)
 
     def waiting_share():

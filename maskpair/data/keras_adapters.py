@@ -6,7 +6,10 @@ brings the images into [0, 1] and its loss makes the one-hot target, on the devi
 
 Kept apart from loader.py so that importing the loader never pulls TensorFlow in.
 """
+import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 
 import numpy as np
@@ -65,11 +68,27 @@ def batch_specs(loader, split):
 
 
 def generated_batches(loader, split, epochs):
-    """The batches of `batch_arrays(..., compact=True)`, from a Python generator."""
+    """The batches of `batch_arrays(..., compact=True)`, from a Python generator that makes the next few in
+    threads, one batch a thread, and yields them in order.
+
+    Each batch's augmentation draws from its own (seed, epoch, step) generator, so batches made at once are the
+    batches made one by one; scipy.ndimage's resampling (most of an augmented batch's time) and PNG decoding
+    release the GIL, so the threads share the cores."""
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     def batches():
-        for epoch, step, names in loader.iter_epochs(split, epochs):
-            yield loader.batch_arrays(names, split, epoch, step, compact=True)
+        pending = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="batches") as pool:
+            try:
+                for epoch, step, names in loader.iter_epochs(split, epochs):
+                    pending.append(pool.submit(loader.batch_arrays, names, split, epoch, step, compact=True))
+                    if len(pending) > workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # the iterator was dropped (an endless dataset always is): make no more batches
+                for future in pending:
+                    future.cancel()
 
     return tf.data.Dataset.from_generator(batches, output_signature=batch_specs(loader, split))
 
@@ -92,17 +111,25 @@ def graph_batches(loader, split, epochs, flat):
             yield np.array(rows, np.int32)
 
     multiple, specs = loader.pad_multiple, batch_specs(loader, split)
-    if uniform_layout(flat.table, len(flat.images), len(flat.masks)):
-        pick = gather_rows(images, masks, flat.table)
-        epoch = lambda rows: tf.data.Dataset.from_tensor_slices(rows).batch(batch_size).map(pick)  # noqa: E731
+    uniform = uniform_layout(flat.table, len(flat.images), len(flat.masks))
+    if uniform:  # one gather from each buffer per batch
+        gather = gather_rows(images, masks, flat.table)
         padded = bool(flat.table[0, 2] % multiple or flat.table[0, 3] % multiple)
-    else:
+    else:  # each pair sliced, then padded to the batch's largest
         pick = slice_pair(images, masks, tf.constant(flat.table), float_images)
         padding = (tf.constant(0, tf.float32 if float_images else tf.uint8), tf.constant(IGNORE_INDEX, tf.uint8))
-        epoch = lambda rows: (tf.data.Dataset.from_tensor_slices(rows).map(pick)  # noqa: E731
-                              .padded_batch(batch_size, padding_values=padding))
         padded = True
-    dataset = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((None,), tf.int32)).flat_map(epoch)
+
+    def batched(examples):
+        if uniform:
+            return examples.batch(batch_size).map(gather)
+        return examples.map(pick).padded_batch(batch_size, padding_values=padding)
+
+    epochs_rows = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((None,), tf.int32))
+    if loader.remainder == "keep":  # an epoch may end in a short batch: batch each epoch on its own
+        dataset = epochs_rows.flat_map(lambda rows: batched(tf.data.Dataset.from_tensor_slices(rows)))
+    else:  # every epoch is whole batches: one stream of rows, no dataset made per epoch
+        dataset = batched(epochs_rows.unbatch())
     if padded:
         dataset = dataset.map(lambda x, y: pad_to_multiple(x, y, multiple, specs))
     options = tf.data.Options()
