@@ -251,3 +251,24 @@ def test_training_gives_the_losses_and_scores_recorded_before(tmp_path, example_
     # no ignore or padding pixel in the example pairs' val batches: IoU as before there too
     assert got["spine"][0][1][1] == pytest.approx(REFERENCE["spine"][0][1][1], rel=1e-3)
     assert got["spine"][1][0]["val_iou_score"] == pytest.approx(REFERENCE["spine"][1][0]["val_iou_score"], rel=1e-3)
+
+
+def test_the_xla_model_upsamples_with_the_same_values_and_weights_and_its_gradient_compiles():
+    images = tf.constant(np.random.default_rng(4).normal(size=(2, 3, 5, 2)).astype(np.float32))
+    np.testing.assert_array_equal(unet.RepeatUpSampling2D(2)(images), tf.keras.layers.UpSampling2D(2)(images))
+
+    @tf.function(jit_compile=True)
+    def gradient(x):  # XLA has no ResizeNearestNeighborGrad, UpSampling2D's gradient
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(unet.RepeatUpSampling2D(2)(x) ** 2)
+        return tape.gradient(total, x)
+
+    np.testing.assert_allclose(gradient(images), 8 * images.numpy(), rtol=1e-6)  # 4 copies of d(x^2)/dx = 2x
+    built = []
+    for xla in (False, True):
+        tf.keras.utils.set_random_seed(0)
+        built.append(unet.segmentation_unet("resnet18", 1, 3, (16, 8, 8, 8, 8), xla=xla))
+    kinds = [{type(layer).__name__ for layer in model.layers} for model in built]
+    assert "UpSampling2D" in kinds[0] and "UpSampling2D" not in kinds[1] and "RepeatUpSampling2D" in kinds[1]
+    assert all(np.array_equal(a, b) for a, b in zip(built[0].get_weights(), built[1].get_weights()))
