@@ -123,3 +123,4 @@ def test_iou_counts_labelled_pixels_only_and_matches_segmentation_models_without
     everywhere = tf.concat([p, tf.one_hot(tf.fill((2, 6, 4), 1), 3)], axis=2)  # says class 1 on the padding
     assert float(iou(labels(padded), everywhere)) == pytest.approx(float(iou(labels(mask), p)), rel=1e-6)
     assert float(reference(onehot(padded), everywhere)) < float(iou(labels(padded), everywhere))
+

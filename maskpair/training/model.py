@@ -19,7 +19,9 @@ from maskpair.training.legacy_keras import import_segmentation_models, import_te
 tf = import_tensorflow()
 
 UNET_MULTIPLE = 32  # a UNet with 5 poolings needs sides divisible by 2**5
-MIXED_PRECISION_POLICY = "mixed_float16"  # float16 compute, float32 variables; compile adds loss scaling
+# TrainConfig.mixed_precision -> Keras dtype policy (float32 variables either way; mixed_float16: compile adds loss
+# scaling, bfloat16 has float32's range and needs none)
+PRECISION_POLICIES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}
 
 
 def images_to_unit_range(images):
@@ -142,14 +144,16 @@ def gpu_present() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def precision_policy(mixed_precision) -> str:
-    """The Keras dtype policy of a `TrainConfig.mixed_precision` setting: "auto" is mixed_float16 with a GPU
-    (its tensor cores run float16 matrix products at several times the float32 rate) and float32 on a CPU (which
-    has no fast float16 convolutions: bench/README.md); "on" / "off" force it."""
-    if mixed_precision not in ("auto", "on", "off"):
-        raise ValueError(f'mixed_precision must be "auto", "on" or "off", got {mixed_precision!r}')
-    on = gpu_present() if mixed_precision == "auto" else mixed_precision == "on"
-    return MIXED_PRECISION_POLICY if on else "float32"
+def precision_policy(mixed_precision: str) -> str:
+    """The Keras dtype policy of a `TrainConfig.mixed_precision` setting: "auto" is mixed_float16 with a GPU (its
+    tensor cores multiply float16 several times faster than float32) and float32 on a CPU, whose float16
+    convolutions are slower than float32 ones (bench/README.md); "float16", "bfloat16" and "off" force it."""
+    if mixed_precision == "auto":
+        return PRECISION_POLICIES["float16" if gpu_present() else "off"]
+    if mixed_precision not in PRECISION_POLICIES:
+        raise ValueError(f"mixed_precision must be \"auto\" or one of {', '.join(map(repr, PRECISION_POLICIES))}, "
+                         f"got {mixed_precision!r}")
+    return PRECISION_POLICIES[mixed_precision]
 
 
 def build_model(n_channels: int, n_classes: int, backbone: str = "resnet18", decoder_filters=(128, 64, 32, 32, 16),
@@ -160,7 +164,7 @@ def build_model(n_channels: int, n_classes: int, backbone: str = "resnet18", dec
     Images of any size and stored dtype go in (see the module's docstring): they are zero-padded to a multiple of
     32 inside the model and the output is cropped back, so the loss and predictions only ever see real pixels.
     Targets are uint8 label maps. jit_compile: the train, test and predict steps compiled by XLA; policy:
-    "float32" or "mixed_float16" (`precision_policy`; compile then adds loss scaling).
+    "float32", "mixed_float16" (compile then adds loss scaling) or "mixed_bfloat16" (`precision_policy`).
     """
     previous = tf.keras.mixed_precision.global_policy()
     tf.keras.mixed_precision.set_global_policy(policy)  # layers take the policy when they are made
