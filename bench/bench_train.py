@@ -66,6 +66,22 @@ def measure(batch_size: int, size: int, jit: bool, precision: str, steps: int, d
             "first_step_s": timer.seconds[0], "wall_s": wall, "load": os.getloadavg()[0]}
 
 
+def forward_flops(size: int) -> dict:
+    """Floating-point operations of one pair's forward pass through the default UNet at size x size (TensorFlow's
+    profiler on the frozen graph; a multiply-add counts 2), and its parameters."""
+    from maskpair.training import model  # first: it sets TensorFlow up for tf-keras
+
+    tf = model.tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    unet = model.build_model(1, 3)
+    spec = tf.TensorSpec((1, size, size, 1), tf.float32)
+    graph = convert_variables_to_constants_v2(tf.function(lambda x: unet(x, training=False)).get_concrete_function(spec))
+    options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
+    profile = tf.compat.v1.profiler.profile(graph=graph.graph, options=options)
+    return {"forward_flops": profile.total_float_ops, "parameters": unet.count_params()}
+
+
 def short_run(jit: bool, data_dir: Path, epochs: int) -> dict:
     """Train on the example pairs as `maskpair train` does (the default TrainConfig but `epochs`) with XLA on or
     off: test Dice and the time per step."""
@@ -131,10 +147,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", type=Path, default=PROJECT_DIR / "data" / "spine-mri", help="the example pairs")
     parser.add_argument("--measure", nargs=6, help=argparse.SUPPRESS)  # internal: one configuration
     parser.add_argument("--short-run", nargs=3, help=argparse.SUPPRESS)  # internal: one training run
+    parser.add_argument("--flops", type=int, help=argparse.SUPPRESS)  # internal: one input size's forward FLOPs
     args = parser.parse_args(argv)
     if args.measure:
         batch_size, size, jit, precision, steps, data_dir = args.measure
         print(json.dumps(measure(int(batch_size), int(size), jit == "True", precision, int(steps), Path(data_dir))))
+        return 0
+    if args.flops:
+        print(json.dumps(forward_flops(args.flops)))
         return 0
     if args.short_run:
         jit, data_dir, epochs = args.short_run
@@ -166,6 +186,16 @@ def main(argv=None) -> int:
                     print(f"  measured batch {batch_size}, {size} px, XLA {jit}, {precision} "
                           f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     print(format_table(rows))
+    flops = {size: run_in_subprocess("--flops", size) for size in sizes}
+    print("\nWork per pair (TensorFlow's profiler; a training step is about 3x the forward pass), and what this CPU "
+          "made of it:")
+    for size, counted in flops.items():
+        train_flops = 3 * counted["forward_flops"]
+        fastest = max((row["pairs_per_s"] for (b, s_, jit, p), row in rows.items() if s_ == size and "pairs_per_s" in row),
+                      default=0)
+        print(f"- {size} px: {counted['forward_flops'] / 1e9:.2f} GFLOP forward, ~{train_flops / 1e9:.1f} GFLOP a "
+              f"training step; the fastest row above, {fastest:.1f} pairs/s, is {fastest * train_flops / 1e9:.0f} GFLOP/s "
+              f"({counted['parameters']:,} parameters)")
     if args.scores:
         print(f"\nShort runs of the example pairs ({args.scores} epochs, default TrainConfig otherwise):\n")
         print("| XLA | test Dice (disc, vertebra) | mean Dice | best val loss | epochs | median step s | train s | load |")
