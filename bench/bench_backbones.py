@@ -25,8 +25,8 @@ def median_step_seconds(backbone: str, steps: int, batch_size: int, crop: int) -
     fit.seed_everything(0)
     model = unet.build_model(n_channels=1, n_classes=3, backbone=backbone)
     rng = np.random.default_rng(0)
-    images = rng.random((batch_size, crop, crop, 1), dtype=np.float32)
-    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, (batch_size, crop, crop))]
+    images = rng.integers(0, 256, (batch_size, crop, crop, 1), dtype=np.uint8)  # as training feeds them
+    labels = rng.integers(0, 3, (batch_size, crop, crop), dtype=np.uint8)  # label maps: the loss makes the one-hot
     dataset = unet.tf.data.Dataset.from_tensors((images, labels)).repeat()
     timer = fit.StepTimer()
     model.fit(dataset, steps_per_epoch=steps + fit.WARMUP_STEPS, epochs=1, callbacks=[timer], verbose=0)

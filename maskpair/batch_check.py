@@ -10,7 +10,26 @@ from collections import Counter
 import numpy as np
 
 from maskpair.data import loader as loader_module
+from maskpair.data.batches import one_hot
 from maskpair.data.description import IGNORE_INDEX
+from maskpair.data.reading import image_to_float
+
+
+def compact_summary(images, labels) -> dict:
+    """Shapes, dtypes and value ranges of a compact batch (images as stored, uint8 label maps), and the share of
+    pixels without target (IGNORE_INDEX: ignore and padding)."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    return {
+        "images": f"{images.shape} {images.dtype} [{images.min():g}, {images.max():g}]",
+        "label maps": f"{labels.shape} {labels.dtype} values {sorted(np.unique(labels).tolist())}",
+        "pixels without target": f"{np.mean(labels == IGNORE_INDEX):.1%}",
+    }
+
+
+def expand_compact(images, labels, n_classes: int):
+    """A compact batch as the model sees it, made in numpy: float32 images in [0, 1] (what the model's call does
+    to stored pixels) and float32 one-hot targets (what its loss makes of the label maps)."""
+    return image_to_float(np.asarray(images)), one_hot(np.asarray(labels), n_classes)
 
 
 def batch_summary(images, masks) -> dict:

@@ -85,3 +85,14 @@ def test_overlay_tints_labels_and_contours_only_edges():
     edges = figures.overlay_rgb(image, mask, contour=True)
     assert np.allclose(edges[3, 3], 0.5) and np.allclose(edges[2, 2], figures.CLASS_COLOURS[1])
     assert np.allclose(figures.overlay_rgb(image, mask, classes=[2]), 0.5)
+
+
+def test_compact_batches_expand_to_the_float_batches_and_say_what_has_no_target(tmp_path):
+    data = DataLoader(write_layout(tmp_path / "mixed", "mixed_sizes"), batch_size=3, pad_multiple=32)
+    names = data.names[:3]  # 24x32, 32x48, 40x40: padded to 64x64
+    compact = data.batch_arrays(names, compact=True)
+    for got, want in zip(batch_check.expand_compact(*compact, data.n_classes), data.batch_arrays(names)):
+        assert got.dtype == want.dtype == np.float32 and np.array_equal(got, want)
+    summary = batch_check.compact_summary(*compact)
+    padding = 1 - sum(h * w for h, w in (data.sizes[n] for n in names)) / (3 * 64 * 64)
+    assert summary["pixels without target"] == f"{padding:.1%}" and "uint8 values [0, 1, 2, 255]" in summary["label maps"]

@@ -42,7 +42,8 @@ def reference_batch(data, names, split, epoch, step):
 
 
 def expanded(compact, n_classes):
-    """A compact batch as `keras_adapters.expand_batch` makes it, in numpy."""
+    """A compact batch as the model (`images_to_unit_range`) and its loss (`one_hot_targets`) expand it on the
+    device, in numpy."""
     images, labels = compact
     assert labels.dtype == np.uint8 and labels.shape == images.shape[:3]
     return image_to_float(images), one_hot(labels, n_classes)
@@ -129,14 +130,17 @@ def test_bench_quick_prints_every_row(dataset, tmp_path):
                            "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| 20 real", "| 40 gen"))]
-    names = ("naive", "cached", "cached compact", "disk compact", "disk tf_dataset", "streaming", "tf.data",
-             "tf.data f32 cache", "copy bound f32", "copy bound u8")
+    names = ("naive", "cached", "cached compact", "disk compact", "streaming", "augmented compact",
+             "fit input, memory", "fit input, disk", "tf.data decode", "tf.data cache", "copy bound f32",
+             "copy bound u8")
     assert len(rows) == 2 * len(names), done.stdout  # --quick: B=16 only
     for name in names:
         assert sum(f"| {name} |" in row for row in rows) == 2, name
     assert "% u8 |" in done.stdout and "% f32 |" in done.stdout  # each row says which copy bound it refers to
-    assert done.stdout.count("PASS  ") + done.stdout.count("FAIL  ") == 7
+    # per fit input: x tf.data, share of the u8 copy bound, memory against the cached tf.data; 3 disk-cache checks
+    assert done.stdout.count("PASS  ") + done.stdout.count("FAIL  ") == 9
     assert "disk cache of 40 generated: first open (build)" in done.stdout
+    assert "in-memory cache of 40 generated: peak RSS" in done.stdout
     assert (tmp_path / "cache" / "real-40-seed0" / ".complete").is_file()
     assert len(list((tmp_path / "cache" / "real-40-seed0.cache").iterdir())) == 1  # one complete key, nothing else
 
@@ -152,3 +156,14 @@ def test_backbone_bench_prints_one_row_per_backbone_relative_to_the_first():
     assert set(rows) == {"resnet18", "mobilenetv2"}, done.stdout
     assert rows["resnet18"][2] == "1.00"
     assert int(rows["mobilenetv2"][0].replace(",", "")) < int(rows["resnet18"][0].replace(",", ""))
+
+
+@pytest.mark.slow
+def test_train_bench_prints_a_row_per_setting_relative_to_the_default():
+    script = PROJECT_DIR / "bench" / "bench_train.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--xla", "off", "--precisions", "float32",
+                           "mixed_bfloat16", "--sizes", "32"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| 4 | 32 px crops |")]
+    assert [[cell.strip() for cell in row[2:4]] for row in rows] == [["off", "float32"], ["off", "mixed_bfloat16"]]
+    assert rows[0][6].strip() == "1.00" and all(float(row[4]) > 0 for row in rows), done.stdout  # x default, steps/s

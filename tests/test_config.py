@@ -19,6 +19,10 @@ def test_replace_refuses_unknown_settings_and_bad_values():
         TrainConfig().replace(epoch=3)
     with pytest.raises(ValueError, match="largest_structure"):
         TrainConfig(largest_structure="yes")
+    with pytest.raises(ValueError, match='mixed_precision must be "auto", "float16", "bfloat16" or "off"'):
+        TrainConfig(mixed_precision="on")
+    with pytest.raises(ValueError, match="jit_compile must be True or False"):
+        TrainConfig(jit_compile="yes")
 
 
 def test_command_line_options_are_the_config_fields():
@@ -28,3 +32,16 @@ def test_command_line_options_are_the_config_fields():
     config = train_cli.config_from_arguments(args)
     assert config == TrainConfig(epochs=3, crop=None, decoder_filters=(8, 8, 8, 8, 8), backbone="resnet34")
     assert train_cli.config_from_arguments(parser.parse_args([])) == TrainConfig()
+
+
+def test_precision_settings_name_keras_policies_and_auto_follows_the_device(monkeypatch):
+    from maskpair.training import model
+
+    assert [model.precision_policy(s) for s in ("float16", "bfloat16", "off")] == [
+        "mixed_float16", "mixed_bfloat16", "float32"]
+    monkeypatch.setattr(model, "gpu_present", lambda: True)
+    assert model.precision_policy("auto") == "mixed_float16"
+    monkeypatch.setattr(model, "gpu_present", lambda: False)
+    assert model.precision_policy("auto") == "float32"
+    with pytest.raises(ValueError, match="mixed_precision must be"):
+        model.precision_policy("on")

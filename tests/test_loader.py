@@ -385,23 +385,30 @@ def test_importing_loader_and_the_package_does_not_import_tensorflow():
     assert out.strip() == "False"
 
 
-@pytest.mark.parametrize("layout, augment", [("gray", True), ("gray", Augment(crop=16)),
-                                             ("rgb_ignore", True), ("mixed_sizes", None)],
-                         ids=["augment", "augment-crop", "rgb", "mixed-sizes"])
-def test_keras_sequence_and_tf_dataset_match_get_batch(tmp_path, layout, augment):
-    data = DataLoader(write_layout(tmp_path, layout, n=10), batch_size=4, augment=augment)
-    steps = data.steps_per_epoch("train")
-    expected = [next(gen) for gen in [data.get_batch("train")] for _ in range(2 * steps)]
-    sequence = data.keras_sequence("train")
-    from_sequence = []
-    for _ in range(2):
-        from_sequence += [sequence[i] for i in range(len(sequence))]
-        sequence.on_epoch_end()
-    from_dataset = [(x.numpy(), y.numpy()) for x, y in data.tf_dataset("train", epochs=2)]
-    assert len(from_sequence) == len(from_dataset) == len(expected) == 2 * steps
-    for got in (from_sequence, from_dataset):
-        for (x, y), (ex, ey) in zip(got, expected):
-            assert np.array_equal(x, ex) and np.array_equal(y, ey)
+@pytest.mark.parametrize("layout, augment, cache", [("gray", True, True), ("gray", Augment(crop=16), "disk"),
+                                                    ("rgb_ignore", True, True), ("mixed_sizes", None, True),
+                                                    ("mixed_sizes", None, "disk"), ("gray", None, False)],
+                         ids=["augment", "augment-crop", "rgb", "mixed-sizes", "mixed-sizes-disk", "streaming"])
+def test_keras_sequence_and_tf_dataset_match_get_batch(tmp_path, layout, augment, cache):
+    """Both adapters yield the compact batches of get_batch, whichever way they are made: a generator (augmented,
+    streaming), a gather in the tf.data graph (one size, from a cache) or slicing and padding there (mixed sizes)."""
+    data = DataLoader(write_layout(tmp_path / "d", layout, n=10), batch_size=4, split=(0.6, 0.4, 0.0),
+                      remainder="keep", augment=augment, cache=cache,  # train: a short last batch
+                      cache_dir=tmp_path / "cache" if cache == "disk" else None)
+    for split in ("train", "val"):
+        steps = data.steps_per_epoch(split)
+        expected = [next(gen) for gen in [data.get_batch(split, compact=True)] for _ in range(2 * steps)]
+        sequence = data.keras_sequence(split)
+        from_sequence = []
+        for _ in range(2):
+            from_sequence += [sequence[i] for i in range(len(sequence))]
+            sequence.on_epoch_end()
+        from_dataset = [(x.numpy(), y.numpy()) for x, y in data.tf_dataset(split, epochs=2)]
+        assert len(from_sequence) == len(from_dataset) == len(expected) == 2 * steps
+        for got in (from_sequence, from_dataset):
+            for (x, y), (ex, ey) in zip(got, expected):
+                assert x.dtype == ex.dtype == data.compact_image_dtype(split) and y.dtype == ey.dtype == np.uint8
+                assert np.array_equal(x, ex) and np.array_equal(y, ey)
 
 
 def test_real_data_loads(example_data):

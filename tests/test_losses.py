@@ -1,18 +1,22 @@
-"""The Dice + focal loss: by hand, with partial labels, and with ignore / padding pixels (all-zero rows)."""
+"""The Dice + focal loss and the IoU metric, from uint8 label maps: by hand, with partial labels, and with ignore /
+padding pixels (255: an all-zero one-hot row inside the loss)."""
 import numpy as np
 import pytest
 
 from maskpair.training import losses
+from maskpair.training.legacy_keras import import_segmentation_models
 
 tf = losses.tf
 
 
-def onehot(mask, n_classes=3, ignore=255):
-    """(B, H, W) class indices -> float32 one-hot tensor; `ignore` pixels get an all-zero row."""
-    mask = np.asarray(mask)
-    rows = np.eye(n_classes, dtype=np.float32)[np.where(mask == ignore, 0, mask)]
-    rows[mask == ignore] = 0
-    return tf.constant(rows)
+def onehot(mask, n_classes=3):
+    """(B, H, W) class indices -> the float32 one-hot tensor the loss makes of them (255: an all-zero row)."""
+    return losses.one_hot_targets(labels(mask), n_classes)
+
+
+def labels(mask):
+    """(B, H, W) class indices (255 = no target) -> the uint8 label-map tensor batches carry."""
+    return tf.constant(np.asarray(mask, dtype=np.uint8))
 
 
 def probabilities(rows):
@@ -65,17 +69,17 @@ def test_ignore_pixels_change_neither_loss_nor_gradient():
     for partial in (True, False):
         loss_fn = losses.make_loss(partial_labels=partial)
         with tf.GradientTape() as tape:
-            loss = loss_fn(onehot(ignored), tf.nn.softmax(logits))
+            loss = loss_fn(labels(ignored), tf.nn.softmax(logits))
         gradient = tape.gradient(loss, logits).numpy()
         assert np.isfinite(float(loss))
         assert np.abs(gradient[:, :, 3]).max() == 0  # nothing flows from ignored pixels
         # the same loss as on the image without that column
         cut = tf.Variable(logits.numpy()[:, :, :3])
-        assert float(loss_fn(onehot(mask[:, :, :3]), tf.nn.softmax(cut))) == pytest.approx(float(loss), rel=1e-5)
+        assert float(loss_fn(labels(mask[:, :, :3]), tf.nn.softmax(cut))) == pytest.approx(float(loss), rel=1e-5)
 
 
 def test_an_empty_mask_gives_no_loss_and_no_gradient_under_partial_labels():
-    y = onehot(np.zeros((1, 4, 4), int))
+    y = labels(np.zeros((1, 4, 4), int))
     logits = tf.Variable(np.random.default_rng(0).normal(size=(1, 4, 4, 3)).astype(np.float32))
     with tf.GradientTape() as tape:
         loss = losses.make_loss(partial_labels=True)(y, tf.nn.softmax(logits))
@@ -84,7 +88,7 @@ def test_an_empty_mask_gives_no_loss_and_no_gradient_under_partial_labels():
 
 
 def test_an_all_ignored_batch_gives_zero_loss_not_nan():
-    y = onehot(np.full((1, 3, 3), 255))
+    y = labels(np.full((1, 3, 3), 255))
     p = tf.nn.softmax(tf.zeros((1, 3, 3, 3)))
     assert float(losses.make_loss(False)(y, p)) == pytest.approx(0.0, abs=1e-6)
 
@@ -93,5 +97,30 @@ def test_many_classes():
     rng = np.random.default_rng(1)
     mask = rng.integers(0, 12, size=(2, 8, 8))
     perfect = onehot(mask, 12)
-    assert float(losses.make_loss(False)(perfect, perfect)) == pytest.approx(0.0, abs=1e-4)
-    assert float(losses.make_loss(False)(perfect, tf.nn.softmax(tf.zeros((2, 8, 8, 12))))) > 0.5
+    assert float(losses.make_loss(False)(labels(mask), perfect)) == pytest.approx(0.0, abs=1e-4)
+    assert float(losses.make_loss(False)(labels(mask), tf.nn.softmax(tf.zeros((2, 8, 8, 12))))) > 0.5
+
+
+def test_the_loss_takes_label_maps_as_keras_hands_them_and_float16_probabilities():
+    mask = np.array([[[0, 1, 255], [2, 1, 0]]])
+    p = tf.nn.softmax(tf.constant(np.random.default_rng(2).normal(size=(1, 2, 3, 3)).astype(np.float32)))
+    loss_fn = losses.make_loss(partial_labels=True)
+    expected = float(loss_fn(labels(mask), p))
+    assert float(loss_fn(tf.cast(labels(mask), tf.float32), p)) == expected  # Keras may cast targets to float
+    assert float(loss_fn(labels(mask), tf.cast(p, tf.float16))) == pytest.approx(expected, rel=1e-3)  # mixed precision
+
+
+def test_iou_counts_labelled_pixels_only_and_matches_segmentation_models_without_ignore():
+    sm = import_segmentation_models()
+    rng = np.random.default_rng(3)
+    mask = rng.integers(0, 3, size=(2, 6, 6))
+    p = tf.nn.softmax(tf.constant(rng.normal(size=(2, 6, 6, 3)).astype(np.float32) * 3))
+    iou = losses.make_iou_metric(3)
+    reference = sm.metrics.IOUScore(threshold=0.5, class_indexes=[1, 2])  # the metric it replaced, on one-hot targets
+    assert float(iou(labels(mask), p)) == pytest.approx(float(reference(onehot(mask), p)), rel=1e-6)
+    # a prediction on pixels without target (ignore, padding) is no false positive
+    padded = np.pad(mask, ((0, 0), (0, 0), (0, 4)), constant_values=255)
+    everywhere = tf.concat([p, tf.one_hot(tf.fill((2, 6, 4), 1), 3)], axis=2)  # says class 1 on the padding
+    assert float(iou(labels(padded), everywhere)) == pytest.approx(float(iou(labels(mask), p)), rel=1e-6)
+    assert float(reference(onehot(padded), everywhere)) < float(iou(labels(padded), everywhere))
+

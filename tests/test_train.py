@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 from conftest import CLI
-from synthetic import write_dataset
+from synthetic import write_dataset, write_layout
 
 from maskpair.data.files import pair_files
 from maskpair.data.loader import DataLoader
@@ -53,11 +53,11 @@ def test_input_wait_share_counts_only_batches_not_ready_when_their_step_began():
 def test_a_loader_slower_than_the_step_shows_as_waiting(tiny_data, tmp_path):
     import time
 
-    data = DataLoader(tiny_data, batch_size=2, seed=0)
+    data = DataLoader(tiny_data, batch_size=2, seed=0, augment=True)  # augmented: batches from batch_arrays
     make_batch = data.batch_arrays
 
-    def slow_batch(*args, **kwargs):  # 0.5 s per batch: far more than a step on 32 x 32 images
-        time.sleep(0.5)
+    def slow_batch(*args, **kwargs):  # 3 s a batch, made in a thread per core: far more than a 32 x 32 step
+        time.sleep(3.0)
         return make_batch(*args, **kwargs)
 
     def waiting_share():
@@ -78,10 +78,23 @@ def test_model_takes_any_size_channels_and_classes():
     # predict.iter_probabilities calls predict_on_batch on chunks of one batch: the same maps, to the bit
     np.testing.assert_array_equal(np.asarray(model.predict_on_batch(images)), probabilities)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
-    targets = np.zeros((2, 40, 56, 5), np.float32)
-    targets[..., 0] = 1.0
-    targets[:, 30:] = 0.0  # padding rows: no target
-    assert np.all(np.isfinite(model.train_on_batch(np.zeros((2, 40, 56, 3), np.float32), targets)))
+    labels = np.zeros((2, 40, 56), np.uint8)
+    labels[:, 30:] = 255  # padding rows: no target
+    assert np.all(np.isfinite(model.train_on_batch(np.zeros((2, 40, 56, 3), np.uint8), labels)))
+
+
+def test_model_takes_images_as_stored_and_scales_them_itself():
+    """uint8 and uint16 pixels are divided by their dtype's largest value inside the model, float images are taken
+    as they are: the same 8-bit image gives the same probabilities in every form, as does a model reloaded."""
+    model = unet.build_model(n_channels=1, n_classes=3)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(2, 32, 32, 1), dtype=np.uint8)
+    as_floats = pixels * np.float32(1 / 255)  # reading.image_to_float
+    from_bytes = np.asarray(model.predict_on_batch(pixels))
+    np.testing.assert_array_equal(from_bytes, np.asarray(model.predict_on_batch(as_floats)))
+    wide = pixels.astype(np.uint16) * 257  # the same values as 16-bit pixels: v * 257 / 65535 = v / 255
+    np.testing.assert_allclose(np.asarray(model.predict_on_batch(wide)), from_bytes, atol=1e-5)
+    assert not np.allclose(np.asarray(model.predict_on_batch(pixels.astype(np.float32))), from_bytes, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(unet.images_to_unit_range(pixels)), as_floats)
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
@@ -159,3 +172,106 @@ def test_largest_structure_auto_is_decided_on_the_val_split(tiny_data):
         "applied": False, "bridge_px": train.BRIDGE_PX, "reason": "largest_structure=off"}
     labels = predict.predict_labels(Says(), data, data.splits["val"][:1])
     assert list(labels.values())[0].shape == data.get_mask(data.splits["val"][0]).shape
+
+
+# The first training steps and a short run, as the equality check of training on compact batches (below).
+REFERENCE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from maskpair.training import fit, train
+    from maskpair.training.config import TrainConfig
+    from maskpair.training.segmenter import Segmenter
+
+    def first_steps(data_dir, config, steps=3):
+        fit.seed_everything(config.seed)
+        data = train.prepare_data(data_dir, config)
+        model = train.build_model(data, config)
+        batches = iter(data.tf_dataset("train"))
+        train_steps = [[float(v) for v in model.train_on_batch(*next(batches))] for _ in range(steps)]
+        return train_steps, [float(v) for v in model.evaluate(data.tf_dataset("val", epochs=1), verbose=0)]
+
+    def short_run(data_dir, config):
+        data = train.prepare_data(data_dir, config)
+        model, report = train.train_model(data, config, None)
+        largest = train.choose_largest_structure(model, data, config)
+        segmenter = Segmenter.from_training(model, data, config, largest)
+        metrics, _ = train.test_metrics(segmenter, data, config, report)
+        return report["history"], metrics["dice_before_postprocessing"]
+
+    runs = json.loads(sys.argv[1])
+    print(json.dumps({name: [first_steps(d, TrainConfig(**c)), short_run(d, TrainConfig(**c)) if full else None]
+                      for name, (d, c, full) in runs.items()}))
+""")
+
+# Recorded with REFERENCE_SCRIPT at commit c5c6659, when tf_dataset still made the float32 image and the one-hot
+# target in the tf.data graph and the loss took one-hot targets: one process, this 2-core machine (oneDNN, AVX-512),
+# the three runs of `reference_runs` in that order. Per run: [[loss, iou] of train steps 1-3 (train_on_batch on
+# tf_dataset("train")), [val loss, val iou] after them], then a short run (train_model, then the test split's
+# Dice before post-processing): its history and Dice. Values as json.dumps printed them.
+REFERENCE = {
+    "mixed": [[[[0.8944860696792603, 0.060658037662506104], [0.7494237422943115, 0.16106924414634705],
+                [0.7230415344238281, 0.22199375927448273]], [1.1094412803649902, 0.08543278276920319]],
+              [{"loss": [0.7682355046272278, 0.6358433961868286], "iou_score": [0.16750650107860565, 0.28528791666030884],
+                "val_loss": [1.3582677841186523, 2.2541496753692627],
+                "val_iou_score": [0.07751718908548355, 0.05259127914905548]},
+               {"dark": 0.5149286023366508, "mid": 0.0, "bright": 0.5690048939641109}]],
+    "rgb": [[[[1.4519352912902832, 0.20318427681922913], [1.4401451349258423, 0.20086462795734406],
+              [1.4664974212646484, 0.0024717035703361034]], [2.6980268955230713, 0.11588497459888458]], None],
+    "spine": [[[[1.0142143964767456, 0.03007899969816208], [0.9556602239608765, 0.04654708504676819],
+                [0.895287275314331, 0.06078016012907028]], [1.1747779846191406, 1.6779588829507475e-09]],
+              [{"loss": [0.955053985118866, 0.8950974345207214], "iou_score": [0.04580208286643028, 0.06755337864160538],
+                "val_loss": [1.1747779846191406, 1.1773005723953247],
+                "val_iou_score": [1.6779588829507475e-09, 1.6869838859179254e-09]},
+               {"background": 0.9698714220594477, "disc": 0.0, "vertebra": 0.00019391118867558658}]],
+}
+
+
+def reference_runs(tmp_path, example_data) -> dict:
+    """{run: (data folder, TrainConfig settings, whether a short run follows the first steps)}: whole images of
+    mixed sizes (padding in every batch), RGB with ignore and 11 classes in crops, and the example pairs (160 px
+    crops of 256 px, partial labels)."""
+    short = {"epochs": 2, "passes_per_epoch": 1}
+    return {"mixed": (str(write_layout(tmp_path / "mixed", "mixed_sizes")), {**short, "crop": None}, True),
+            "rgb": (str(write_layout(tmp_path / "rgb", "rgb_ignore")), short, False),
+            "spine": (str(example_data), short, True)}
+
+
+def test_training_gives_the_losses_and_scores_recorded_before(tmp_path, example_data):
+    runs = reference_runs(tmp_path, example_data)
+    done = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, json.dumps(runs)], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    for name, ((steps, val), run) in REFERENCE.items():
+        (got_steps, got_val), got_run = got[name]
+        assert [loss for loss, _ in got_steps] == pytest.approx([loss for loss, _ in steps], rel=1e-4), name
+        assert got_val[0] == pytest.approx(val[0], rel=1e-4), name
+        if run is None:
+            continue
+        history, dice = run
+        for key in ("loss", "val_loss"):
+            assert got_run[0][key] == pytest.approx(history[key], rel=1e-4), (name, key)
+        assert got_run[1] == pytest.approx(dice, abs=2e-3), name
+    # no ignore or padding pixel in the example pairs' val batches: IoU as before there too
+    assert got["spine"][0][1][1] == pytest.approx(REFERENCE["spine"][0][1][1], rel=1e-3)
+    assert got["spine"][1][0]["val_iou_score"] == pytest.approx(REFERENCE["spine"][1][0]["val_iou_score"], rel=1e-3)
+
+
+def test_the_xla_model_upsamples_with_the_same_values_and_weights_and_its_gradient_compiles():
+    images = tf.constant(np.random.default_rng(4).normal(size=(2, 3, 5, 2)).astype(np.float32))
+    np.testing.assert_array_equal(unet.RepeatUpSampling2D(2)(images), tf.keras.layers.UpSampling2D(2)(images))
+
+    @tf.function(jit_compile=True)
+    def gradient(x):  # XLA has no ResizeNearestNeighborGrad, UpSampling2D's gradient
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(unet.RepeatUpSampling2D(2)(x) ** 2)
+        return tape.gradient(total, x)
+
+    np.testing.assert_allclose(gradient(images), 8 * images.numpy(), rtol=1e-6)  # 4 copies of d(x^2)/dx = 2x
+    built = []
+    for xla in (False, True):
+        tf.keras.utils.set_random_seed(0)
+        built.append(unet.segmentation_unet("resnet18", 1, 3, (16, 8, 8, 8, 8), xla=xla))
+    kinds = [{type(layer).__name__ for layer in model.layers} for model in built]
+    assert "UpSampling2D" in kinds[0] and "UpSampling2D" not in kinds[1] and "RepeatUpSampling2D" in kinds[1]
+    assert all(np.array_equal(a, b) for a, b in zip(built[0].get_weights(), built[1].get_weights()))

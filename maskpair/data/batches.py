@@ -71,6 +71,15 @@ def _one_hot_into(masks: np.ndarray, out: np.ndarray) -> None:
 
 
 
+def one_hot(masks: np.ndarray, n_classes: int) -> np.ndarray:
+    """float32 one-hot (..., H, W, K) of uint8 label maps (..., H, W); IGNORE_INDEX rows all zero: in numpy, what
+    the loss makes of a label map on the device (`training.losses.one_hot_targets`)."""
+    out = np.empty((*masks.shape, n_classes), np.float32)
+    _one_hot_into(masks, out)
+    return out
+
+
+
 def pack_batch(pairs, shape, image_dtype=np.uint8):
     """The compact batch of `pairs` [(image, label map)], each placed top-left in (H, W) `shape`: images
     (B, H, W, C) of `image_dtype` (uint8: 8-bit images as they are; float32: in [0, 1]) and label maps uint8

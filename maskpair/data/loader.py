@@ -184,13 +184,14 @@ class DataLoader:
         return np.dtype(np.uint8 if eight_bit else np.float32)
 
     def batch_arrays(self, names, split="val", epoch: int = 0, step: int = 0, compact: bool = False):
-        """Assemble one batch: images float32 (B, H, W, C), one-hot float32 (B, H, W, K), padded as `batch_shape`
-        says; ignore and padding pixels have an all-zero one-hot row (padding also a 0 image).
+        """Assemble one batch: images float32 (B, H, W, C) in [0, 1], one-hot float32 (B, H, W, K), padded as
+        `batch_shape` says; ignore and padding pixels have an all-zero one-hot row (padding also a 0 image).
 
-        compact: images as `compact_image_dtype(split)` (uint8 for 8-bit data: 8x fewer bytes than float32
-        image + 3-class one-hot) and label maps uint8 (B, H, W) with IGNORE_INDEX for ignore and padding; the
-        same batch before `image_to_float` and one-hot (`keras_adapters.expand_batch` does both in the graph).
-        Augmentation (split "train" only) is seeded by (seed, epoch, step), so it is the same in every adapter.
+        compact: the batch as the model trains on it: images as `compact_image_dtype(split)` (uint8 for 8-bit
+        data: 8x fewer bytes than float32 image + 3-class one-hot) and label maps uint8 (B, H, W) with
+        IGNORE_INDEX for ignore and padding; the same batch before `image_to_float` and one-hot, which the model
+        and its loss do on the device. Augmentation (split "train" only) is seeded by (seed, epoch, step), so it
+        is the same in every adapter.
         """
         augment = self._augment_for(split)
         self._check_names(names)
@@ -214,24 +215,26 @@ class DataLoader:
                 yield epoch, step, names
 
     def get_batch(self, split="train", compact: bool = False):
-        """Endless generator of (images, one-hot) batches of `split` (compact: (images, label maps)); see
-        `batch_arrays` for shapes."""
+        """Endless generator of (images, one-hot) batches of `split` (compact: (images, label maps), what the model
+        trains on); see `batch_arrays` for shapes."""
         self._split_names(split)  # fail now, not at the first next()
         return (self.batch_arrays(names, split, epoch, step, compact) for epoch, step, names in self.iter_epochs(split))
 
     # -- adapters (TensorFlow is imported only here)
 
     def keras_sequence(self, split="train"):
-        """A `tf.keras.utils.Sequence` over `split` yielding the same batches as `get_batch`."""
+        """A `tf.keras.utils.Sequence` over `split` yielding the same batches as `get_batch(split, compact=True)`:
+        what the model trains on."""
         from maskpair.data.keras_adapters import LoaderSequence
 
         self._split_names(split)
         return LoaderSequence(self, split)
 
     def tf_dataset(self, split="train", epochs: int | None = None, prefetch: int | None = None, ready_times=None):
-        """A prefetching `tf.data.Dataset` of the same batches as `get_batch` (endless when epochs is None), carried
-        compact and expanded inside the graph; `ready_times`: a list that receives the time each batch was ready
-        (see `keras_adapters.loader_dataset`)."""
+        """A prefetching `tf.data.Dataset` of the same batches as `get_batch(split, compact=True)` (endless when
+        epochs is None): what the model trains on. From an in-memory or disk cache, un-augmented batches are
+        assembled inside the tf.data graph from the cache's bytes; `ready_times`: a list that receives the time
+        each batch was ready (see `keras_adapters.loader_dataset`)."""
         from maskpair.data.keras_adapters import loader_dataset
 
         self._split_names(split)

@@ -12,10 +12,14 @@ the files' own; `full_size=True` stores every pair at its own size.
 
 Every store is opened after the same checks (`describe.inspect_folder`: pairing, every file's header), and a
 store that cannot be opened raises one `DataError` listing every problem.
+
+The two caching stores also give all their pairs at once as two flat byte buffers (`flat_pairs`), which
+`keras_adapters` hands to TensorFlow without a copy, so training batches are assembled inside the tf.data graph.
 """
 from __future__ import annotations
 
 import dataclasses
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +38,24 @@ from maskpair.data.reading import dims_text, image_to_float, read_pair, reduced_
 from maskpair.errors import DataError
 
 CACHE_MODES = (True, False, "disk")  # in memory, streaming from the files, memory-mapped disk cache
+ALIGN = 64  # buffer starts and image offsets: float32 views stay aligned, and TensorFlow takes the buffers uncopied
+
+
+LAYOUT_COLUMNS = 6  # where each pair lies and how to read it: the first six of disk_cache.COLUMNS
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatPairs:
+    """Every pair of a store in two flat byte buffers, as `disk_cache` lays them out.
+
+    The buffers are writable numpy arrays (numpy hands only those to TensorFlow through DLPack, which shares
+    their memory when it is 64-byte aligned) over memory nobody writes: in-memory buffers whose pair views are
+    read-only, or copy-on-write maps of the disk cache's files."""
+
+    images: np.ndarray  # uint8, the images' bytes (uint8 pixels, or float32 ones for 16-bit and float data)
+    masks: np.ndarray  # uint8 label maps, pair after pair
+    table: np.ndarray  # (pairs, 6) int64, disk_cache.COLUMNS' first six: image offset, mask offset, H, W, C, dtype
+    rows: dict  # name -> its row of `table`
 
 
 def open_store(data_dir, cache=True, cache_dir=None, workers: int | None = None, progress: bool | None = None,
@@ -108,9 +130,9 @@ class MemoryStore:
         channels = description.n_channels
         image_bytes = [self.sizes[name][0] * self.sizes[name][1] * channels * kept[name].itemsize for name in names]
         mask_bytes = [self.sizes[name][0] * self.sizes[name][1] for name in names]
-        image_starts = np.cumsum([0] + [-(-size // 64) * 64 for size in image_bytes])  # float32 views stay aligned
+        image_starts = np.cumsum([0] + [-(-size // ALIGN) * ALIGN for size in image_bytes])
         mask_starts = np.cumsum([0] + mask_bytes)
-        images, masks = np.empty(int(image_starts[-1]), np.uint8), np.empty(int(mask_starts[-1]), np.uint8)
+        images, masks = _aligned_empty(int(image_starts[-1])), _aligned_empty(int(mask_starts[-1]))
         position = {name: k for k, name in enumerate(names)}
 
         def decode(name):
@@ -137,12 +159,26 @@ class MemoryStore:
             image.flags.writeable = labels.flags.writeable = False  # shared by every batch: no caller may edit them
         self._views = decoded
         self.eight_bit = all(dtype == np.uint8 for dtype in kept.values())
+        table = np.array([(image_starts[k], mask_starts[k], *self.sizes[name], channels,
+                           disk_cache.IMAGE_DTYPES.index(kept[name])) for k, name in enumerate(names)], np.int64)
+        self._flat = FlatPairs(images, masks, table.reshape(len(names), LAYOUT_COLUMNS), position)
 
     def pair(self, name: str):
         return self._views[name]
 
     def read(self, names) -> list:
         return [self._views[name] for name in names]
+
+    def flat_pairs(self) -> FlatPairs:
+        """The two buffers every pair's views point into (no copy)."""
+        return self._flat
+
+
+def _aligned_empty(size: int) -> np.ndarray:
+    """An uninitialised uint8 buffer of `size` bytes starting on an ALIGN-byte boundary (malloc gives 16)."""
+    block = np.empty(size + ALIGN - 1, np.uint8)
+    start = -block.ctypes.data % ALIGN
+    return block[start : start + size]
 
 
 class DiskStore:
@@ -192,3 +228,18 @@ class DiskStore:
 
     def read(self, names) -> list:
         return [self.cache.pair(self._row[name]) for name in names]
+
+    def flat_pairs(self) -> FlatPairs:
+        """The cache's two files, mapped again copy-on-write (`FlatPairs`): the same page-cache pages as the
+        read-only views, never anonymous memory as long as nothing writes."""
+        images, masks = (_mapped_copy_on_write(self.cache.folder / kind) for kind in ("images.bin", "masks.bin"))
+        return FlatPairs(images, masks, self.cache.table[:, :LAYOUT_COLUMNS], self._row)
+
+
+def _mapped_copy_on_write(path: Path) -> np.ndarray:
+    """The whole file as a writable uint8 array over a private (copy-on-write) memory map; an empty file (no
+    pixels) as an empty array, which mmap refuses to map."""
+    with open(path, "rb") as file:
+        if not file.seek(0, 2):
+            return np.zeros(0, np.uint8)
+        return np.frombuffer(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY), dtype=np.uint8)

@@ -34,6 +34,8 @@ class TrainConfig:
     flip_average: bool = True  # predict each image and its mirror image, average the probabilities
     largest_structure: str = "auto"  # keep only the largest predicted structure: "auto" (if it helps on val), "on", "off"
     strategy: str = "default"  # "default", or "mirrored" (local GPUs, else 2 logical CPUs); TF_CONFIG set: multi-worker
+    jit_compile: bool = False  # compile the training step with XLA (slower on a CPU here: bench/bench_train.py)
+    mixed_precision: str = "auto"  # "auto" (float16 on a GPU, off on a CPU), "float16", "bfloat16", "off"
     train_without_flags: tuple = ()  # audit flag codes, e.g. ("empty_mask",): those train examples are set aside
     review_log: str | None = None  # a review log: train examples a reviewer marked "problem" are set aside
 
@@ -42,6 +44,11 @@ class TrainConfig:
             raise ValueError(f'largest_structure must be "auto", "on" or "off", got {self.largest_structure!r}')
         if self.strategy not in ("default", "mirrored"):
             raise ValueError(f'strategy must be "default" or "mirrored", got {self.strategy!r}')
+        if self.mixed_precision not in ("auto", "float16", "bfloat16", "off"):
+            raise ValueError('mixed_precision must be "auto", "float16", "bfloat16" or "off", '
+                             f"got {self.mixed_precision!r}")
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(f"jit_compile must be True or False, got {self.jit_compile!r}")
         # lists (papermill and JSON give lists) become tuples, so configs compare and print alike
         for name in ("decoder_filters", "train_without_flags"):
             object.__setattr__(self, name, tuple(getattr(self, name)))

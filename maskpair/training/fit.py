@@ -14,10 +14,14 @@ tf = import_tensorflow()
 WARMUP_STEPS = 2  # the first steps of a `fit` trace the graph and start the iterator: left out of step timings
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow, and make TensorFlow's ops deterministic, so a run repeats exactly."""
+def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
+    """Seed Python, numpy and TensorFlow, and make TensorFlow's ops deterministic, so a run repeats exactly.
+
+    deterministic_ops False leaves TensorFlow's op determinism as it is: XLA refuses to compile a max-pooling
+    gradient while it is on ("no deterministic XLA implementation"), so a jit-compiled step runs without it."""
     tf.keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
 
 
 class StepTimer(tf.keras.callbacks.Callback):

@@ -1,4 +1,8 @@
-"""Dice + focal loss for one-hot targets in which ignore and padding pixels are all-zero rows.
+"""Dice + focal loss and the IoU metric, both computed from uint8 label maps on the device.
+
+Batches carry label maps (B, H, W) of class indices with IGNORE_INDEX (255) for ignore and padding pixels; the
+one-hot target, the labelled-pixel mask and, with partial labels, the marginal target are made here, inside the
+loss, so the input pipeline moves one byte per pixel instead of 4 x classes.
 
 Class 0 (the label with the lowest value) is background, as in nnU-Net: Dice is taken over the other classes.
 With partial labels, a class absent from an example's mask is *unknown* there, not background: a background
@@ -9,6 +13,13 @@ from maskpair.training.legacy_keras import import_tensorflow
 tf = import_tensorflow()
 
 EPSILON = 1e-6
+IOU_SMOOTH = 1e-5  # segmentation_models' IOUScore smoothing, which the metric replaced
+
+
+def one_hot_targets(labels, n_classes: int):
+    """(B, H, W) label maps (any integer or float dtype holding class indices) -> float32 one-hot (B, H, W, K);
+    IGNORE_INDEX (>= K: ignore and padding) gives an all-zero row, a pixel without target."""
+    return tf.one_hot(tf.cast(labels, tf.int32), n_classes, dtype=tf.float32)
 
 
 def labelled_pixels(y_true):
@@ -58,10 +69,33 @@ def dice_loss(y_true, y_pred, known):
 
 
 def make_loss(partial_labels: bool, focal_weight: float = 1.0):
-    """The training loss: Dice + focal_weight x focal, both leaving ignore and padding pixels out."""
+    """The training loss of (label maps (B, H, W), softmax probabilities (B, H, W, K)): Dice + focal_weight x
+    focal, both leaving ignore and padding pixels out."""
 
-    def dice_focal_loss(y_true, y_pred):
+    def dice_focal_loss(labels, probabilities):
+        probabilities = tf.cast(probabilities, tf.float32)
+        y_true = one_hot_targets(labels, probabilities.shape[-1])
         known = known_classes(y_true, partial_labels)
-        return dice_loss(y_true, y_pred, known) + focal_weight * focal_loss(y_true, y_pred, known)
+        return dice_loss(y_true, probabilities, known) + focal_weight * focal_loss(y_true, probabilities, known)
 
     return dice_focal_loss
+
+
+def make_iou_metric(n_classes: int, threshold: float = 0.5):
+    """IoU of the foreground classes (all classes if there is only one) over the batch, a prediction being a
+    probability above `threshold`, averaged over the classes; ignore and padding pixels count nowhere.
+
+    segmentation_models' IOUScore(threshold, class_indexes=foreground) on one-hot targets, except that it counted
+    predictions on pixels without target (ignore, padding) as false positives."""
+    foreground = list(range(1, n_classes)) or [0]
+
+    def iou_score(labels, probabilities):
+        y_true = one_hot_targets(labels, n_classes)
+        truth = tf.gather(y_true, foreground, axis=-1)
+        predicted = tf.cast(tf.gather(tf.cast(probabilities, tf.float32), foreground, axis=-1) > threshold, tf.float32)
+        predicted *= labelled_pixels(y_true)
+        intersection = tf.reduce_sum(truth * predicted, axis=(0, 1, 2))
+        union = tf.reduce_sum(truth + predicted, axis=(0, 1, 2)) - intersection
+        return tf.reduce_mean((intersection + IOU_SMOOTH) / (union + IOU_SMOOTH))
+
+    return iou_score

@@ -99,10 +99,11 @@ def replica_batch_size(batch_size: int, replicas: int) -> int:
 
 
 def build_model(data: DataLoader, config: TrainConfig, strategy=None):
-    """The compiled UNet for this data: its channels and classes, the configured encoder and loss."""
+    """The compiled UNet for this data: its channels and classes, the configured encoder, loss, XLA and precision."""
     return unet.build_model(data.n_channels, data.n_classes, config.backbone, config.decoder_filters,
                             config.learning_rate, data.description.partial_labels, config.focal_weight, strategy,
-                            config.encoder_weights)
+                            jit_compile=config.jit_compile, policy=unet.precision_policy(config.mixed_precision),
+                            encoder_weights=config.encoder_weights)
 
 
 def train_model(data: DataLoader, config: TrainConfig, output_dir, strategy=None, verbose: int = 0,
@@ -110,7 +111,7 @@ def train_model(data: DataLoader, config: TrainConfig, output_dir, strategy=None
     """Seed everything, build and fit; returns (model with the best val-loss weights, fit report).
     output_dir: where the best checkpoint is kept (None: nowhere); verbose: Keras' fit verbosity (2: a line per
     epoch); steps_per_pass: see `fit.fit_with_checkpoint`; progress: a progress bar over the epochs, described so."""
-    fit.seed_everything(config.seed)
+    fit.seed_everything(config.seed, deterministic_ops=not config.jit_compile)
     model = build_model(data, config, strategy)
     report = fit.fit_with_checkpoint(model, data, output_dir, config.epochs, config.patience, config.lr_patience,
                                      config.passes_per_epoch, verbose, steps_per_pass, progress)
