@@ -40,6 +40,7 @@ from maskpair.data.files import natural_key
 from maskpair.data.loader import DataLoader
 from maskpair.label_issues import planting
 from maskpair.label_issues import rank as li
+from maskpair.label_issues.folds import label_issue_config
 from maskpair.training import config
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -137,7 +138,8 @@ def fold_maps(data_dir, settings, budgets):
     snapshots = snapshot_callback(budgets)
     start = time.perf_counter()
     with fitting_with(snapshots):
-        model, report = train.train_model(data, settings, None, progress=f"fold {settings.fold + 1}/{settings.n_folds}")
+        bar = f"fold {settings.fold + 1}/{settings.n_folds}"
+        model, report = train.train_model(data, settings, None, progress=bar)
     setup = time.perf_counter() - start - report["train_seconds"]
     final = (model.get_weights(), report["train_seconds"])  # early stopping ended it before the larger budgets
     seconds, maps = {}, {}
@@ -159,7 +161,7 @@ def out_of_fold(data_dir: Path, folds: int, seed: int, budgets) -> tuple[dict, D
     if not done.is_file():
         timing = {budget: {"seconds": 0.0, "epochs_run": []} for budget in budgets}
         for fold in range(folds):
-            settings = li.label_issue_config(seed=seed, epochs=max(budgets), fold=fold, n_folds=folds)
+            settings = label_issue_config(seed=seed, epochs=max(budgets), fold=fold, n_folds=folds)
             seconds, maps, epochs_run = fold_maps(data_dir, settings, budgets)
             for budget in budgets:
                 (cache / str(budget)).mkdir(parents=True, exist_ok=True)
@@ -253,7 +255,7 @@ def check_snapshots(root: Path) -> None:
 
     data_dir = write_blobs(root / "snapshot-check", n=12) if not (root / "snapshot-check").is_dir() else root / "snapshot-check"
     for fold in range(2):
-        settings = li.label_issue_config(fold=fold, n_folds=2, crop=None, passes_per_epoch=2)
+        settings = label_issue_config(fold=fold, n_folds=2, crop=None, passes_per_epoch=2)
         _, alone, _ = fold_maps(data_dir, settings.replace(epochs=2), (2,))
         _, within, _ = fold_maps(data_dir, settings.replace(epochs=3), (2, 3))
         same = all(np.array_equal(alone[2][name], within[2][name]) for name in alone[2])
