@@ -7,6 +7,8 @@ each epoch budget. Also the untouched ranking, and where chosen examples rank in
     python bench/bench_label_issues.py DATA --watch 4 11 17     # any dataset; where these names rank
     python bench/bench_label_issues.py --generated em           # generated data nothing was tuned on (also street,
                                                                 # blobs: see GENERATED)
+    python bench/bench_label_issues.py --timing 200 --epochs 3  # the time of one fold on 200 generated pairs, and
+                                                                # what a whole run takes, extrapolated
 
 Every dataset's fold models train with the settings of `maskpair label-issues` (label_issues.label_issue_config)
 for the largest of `--epochs`; the smaller budgets come out of the same trainings: `Snapshots` keeps, at the end
@@ -20,6 +22,11 @@ The out-of-fold softmax maps are kept under ~/.cache/segkit-bench/label-issues/<
 its 2, 3 or 4 lowest structures deleted) and is scored again with its own out-of-fold maps: exact, because the
 model that predicted an example never trained on its mask. Its rank is its place among the other examples,
 untouched (1 = the most suspect of all), reported per kind of error as recall at 1, 3 and 5 and the mean rank.
+
+--timing N runs fold 0 of 4 (`label_issues.run_fold`, the command's settings, `--epochs` at most) on N generated
+pairs (256x256 RGB smooth label maps, 6 classes) and reports each epoch's seconds, and the rest of the fold
+(reading, building, predicting, scoring, drawing): from them, the time of a run of 10, 20 and 40 epochs per fold
+on one machine (4 folds one after another) and on 4 (a fold each), extrapolated.
 """
 from __future__ import annotations
 
@@ -264,6 +271,74 @@ def check_snapshots(root: Path) -> None:
             raise SystemExit(1)
 
 
+def epoch_clock():
+    """A Keras callback that notes the time at the start of training and at the end of every epoch."""
+    from maskpair.training.fit import tf
+
+    class EpochClock(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.times = [time.perf_counter()]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter())
+
+    return EpochClock()
+
+
+def write_timing_data(n: int, root: Path) -> Path:
+    """n generated pairs under root/timing-<n> (once): 256x256 RGB smooth label maps, 6 classes + ignore."""
+    sys.path.insert(0, str(PROJECT_DIR / "tests"))
+    import audit_synthetic as syn
+
+    folder = root / f"timing-{n}"
+    if (folder / "dataset.json").is_file():
+        return folder
+    images, masks = syn.blob_frames(n=n, shape=(256, 256), seed=2)[:2]
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    for k, (image, mask) in enumerate(zip(images, masks)):
+        Image.fromarray(image).save(folder / "images" / f"f{k:04d}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(folder / "masks" / f"f{k:04d}.png")
+    labels = {**{c: k for k, c in enumerate(syn.BLOB_CLASSES)}, "ignore": syn.IGNORE}
+    (folder / "dataset.json").write_text(json.dumps({"name": f"timing-{n}", "labels": labels,
+                                                     "channel_names": {"0": "R", "1": "G", "2": "B"}}) + "\n")
+    return folder
+
+
+def time_fold(n: int, epochs: int, folds: int = 4) -> None:
+    """Run fold 0 of `folds` on n generated pairs for `epochs` epochs and print its times and the extrapolations."""
+    import tempfile
+
+    from maskpair.label_issues.folds import run_fold
+
+    data_dir = write_timing_data(n, CACHE_ROOT / "data")
+    clock = epoch_clock()
+    load_before = os.getloadavg()
+    cpu_before = os.times()
+    with tempfile.TemporaryDirectory(prefix="timing-", dir=CACHE_ROOT) as out, fitting_with(clock):
+        record = run_fold(data_dir, Path(out) / "folds", 0, folds, label_issue_config(epochs=epochs))
+    cpu = sum(os.times()[:2]) - sum(cpu_before[:2])
+    summary = record["summary"]
+    epoch_seconds = np.diff(clock.times)
+    steady = float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else float(epoch_seconds[0])
+    rest = summary["seconds"] - (clock.times[-1] - clock.times[0])  # reading, building, predicting, scoring, drawing
+    flagged = sum(entry["flagged"] for entry in record["examples"])
+    split = {name: len(summary["split"][name]) for name in ("train", "val", "test")}
+    print(f"\n######## {n} generated pairs, fold 1 of {folds} ({split}), {len(epoch_seconds)} epochs")
+    print(f"epochs: {', '.join(f'{x:.0f}' for x in epoch_seconds)} s (first with tracing; steady {steady:.0f} s)")
+    print(f"rest of the fold: {rest:.0f} s (reading, building, predicting and scoring {split['test']}, drawing "
+          f"{flagged} pictures); whole fold {summary['seconds']:.0f} s wall, {cpu:.0f} s CPU "
+          f"({cpu / summary['seconds']:.0%}); load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+    for budget in EPOCH_BUDGETS:
+        fold_seconds = rest + epoch_seconds[0] + (budget - 1) * steady
+        print(f"{budget:>3} epochs a fold (no early stop), at this pace: {folds} folds on one machine "
+              f"{duration(folds * fold_seconds)}, on {folds} machines {duration(fold_seconds)} (a fold each)")
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", type=Path, nargs="?", default=PROJECT_DIR / "data" / "spine-mri")
@@ -274,9 +349,15 @@ def main(argv=None) -> None:
     parser.add_argument("--watch", nargs="*", default=[], help="names whose untouched rank to report")
     parser.add_argument("--check-snapshots", action="store_true",
                         help="only check that a budget's snapshot equals a run of that many epochs")
+    parser.add_argument("--timing", type=int, nargs="+", metavar="N",
+                        help="only time one fold of --epochs (the largest) on N generated pairs, for each N")
     args = parser.parse_args(argv)
     if args.check_snapshots:
         return check_snapshots(CACHE_ROOT / "data")
+    if args.timing:
+        for n in args.timing:
+            time_fold(n, max(args.epochs), args.folds)
+        return None
     data_dir = write_generated(args.generated, CACHE_ROOT / "data") if args.generated else args.data_dir
     budgets = sorted(set(args.epochs))
     probabilities, data, timing = out_of_fold(data_dir, args.folds, args.seed, budgets)
