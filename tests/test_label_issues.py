@@ -572,3 +572,24 @@ def test_two_folds_run_as_separate_processes_then_merged_rank_as_one_run(tmp_pat
     assert files_under(tmp_path / "jobs" / "predictions") == files_under(tmp_path / "single" / "predictions")
     assert [f["test"] for f in merged["folds"]] == [f["test"] for f in single["folds"]]
     assert sorted(p.name for p in (tmp_path / "single").iterdir()) == ["label_issues.json", "pictures", "predictions"]
+
+
+@pytest.mark.slow
+def test_a_fold_trained_by_two_local_workers_is_written_once_by_the_chief(tmp_path):
+    """`label-issues --fold 0` as two workers of one cluster (TF_CONFIG on loopback, as on two machines): both
+    finish, only the chief writes the fold, and its record says two workers trained it."""
+    from maskpair.cli.train import local_tf_configs
+
+    root = write_blobs(tmp_path / "blobs", n=8)
+    out = tmp_path / "out"
+    command = [*CLI, "label-issues", str(root), "--out", str(out), "--folds", "2", "--epochs", "1", "--fold", "0"]
+    workers = [subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), "TF_CONFIG": config},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for config in local_tf_configs(2)]
+    printed = [worker.communicate(timeout=900) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], [err[-2000:] for _, err in printed]
+    assert "fold 0 of 2 done: 4 examples scored" in printed[0][0]
+    assert "this worker's part is done; the chief (worker 0) writes the fold" in printed[1][0]
+    record = json.loads((out / "folds" / "fold-0" / "fold.json").read_text())
+    assert record["summary"]["workers"] == 2 and len(record["examples"]) == 4
+    assert [p.name for p in (out / "folds").iterdir()] == ["fold-0"]

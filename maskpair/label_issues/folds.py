@@ -204,6 +204,7 @@ def run_fold(data_dir, folds_dir, fold: int, folds: int = LABEL_ISSUE_FOLDS, con
                   "dataset": {"name": data.description.name, "partial_labels": data.description.partial_labels},
                   "summary": summary, "examples": entries}
         write_json(staging / RECORD, record)
+        staging.chmod(0o755)  # mkdtemp's 0700 would keep the fold from a merge run by another user
         replace_folder(staging, fold_dir(folds_dir, fold))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
