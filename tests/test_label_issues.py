@@ -1,6 +1,7 @@
 """label_issues: scoring and kinds on hand-made arrays (missing, extra, wrong class, boundary, ignore, partial
-labels), planted errors, the ranking's files; slow: the command on datasets of other layouts, classes and sizes,
-and real out-of-fold training ranking planted errors on top."""
+labels), planted errors, the ranking's files, folds as separate jobs and their merge (a stand-in model); slow: the
+command on datasets of other layouts, classes and sizes, real out-of-fold training ranking planted errors on top,
+two fold processes merged against one run, and a fold trained by two local workers."""
 import json
 import os
 import re
