@@ -1,18 +1,25 @@
 """label_issues: scoring and kinds on hand-made arrays (missing, extra, wrong class, boundary, ignore, partial
-labels), planted errors, the ranking's files; slow: the command on datasets of other layouts, classes and sizes,
-and real out-of-fold training ranking planted errors on top."""
+labels), planted errors, the ranking's files, folds as separate jobs and their merge (a stand-in model); slow: the
+command on datasets of other layouts, classes and sizes, real out-of-fold training ranking planted errors on top,
+two fold processes merged against one run, and a fold trained by two local workers."""
 import json
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CLI, PROJECT_DIR
 from PIL import Image
 from synthetic import IGNORE_INDEX, write_blobs, write_dataset_json, write_layout
 
 from maskpair import cli
 from maskpair.data.loader import DataLoader
+from maskpair.data.splits import kfold_splits
 from maskpair.errors import DataError
-from maskpair.label_issues import planting
+from maskpair.label_issues import folds, planting
 from maskpair.label_issues import rank as li
 
 CLASSES = ("background", "disc", "vertebra")
@@ -259,17 +266,22 @@ def test_plant_errors_says_which_error_a_dataset_cannot_take(tmp_path):
 
 
 def stand_in_model(truths: dict, stop_after: int | None = None):
-    """An out_of_fold_probabilities stand-in whose "model" is sure of `truths` (the masks before planting);
-    with stop_after it is interrupted (KeyboardInterrupt) after that many examples."""
-    def out_of_fold(data_dir, config, folds, reports=None, progress=True):
+    """A fold_probabilities stand-in whose "model" is sure of `truths` (the masks before planting) and which
+    predicts the fold's test split (the real k-fold split); with stop_after it is interrupted (KeyboardInterrupt)
+    after that many examples in all."""
+    predicted = []
+
+    def fold_probabilities(data_dir, config, fold, folds, summary, progress=True):
         data = DataLoader(data_dir)
-        for k, name in enumerate(data.names):
-            if k == stop_after:
+        split = kfold_splits(data.names, folds, fold, config.seed, config.val_fraction)
+        for name in split["test"]:
+            if len(predicted) == stop_after:
                 raise KeyboardInterrupt
-            yield k % folds, data, name, confident(truths[name])
-        reports.extend({"fold": fold, "test": data.names[fold::folds], "epochs_run": 1, "best_epoch": 1,
-                        "train_seconds": 1.0, "seconds": 1.0} for fold in range(folds))
-    return out_of_fold
+            predicted.append(name)
+            yield data, name, confident(truths[name])
+        summary.update(fold=fold, test=split["test"], split=split, workers=1, worker=0, epochs_run=1, best_epoch=1,
+                       train_seconds=1.0, seconds=1.0)
+    return fold_probabilities
 
 
 @pytest.fixture
@@ -281,12 +293,17 @@ def planted_spines(tmp_path):
     return tmp_path / "planted", planted, {name: data.get_mask(name) for name in data.names}
 
 
+def files_under(folder) -> dict:
+    """{relative path: bytes} of every file under folder."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
 def test_find_label_issues_ranks_planted_errors_first_and_writes_the_promised_files(planted_spines, tmp_path,
                                                                                     monkeypatch):
     root, planted, truths = planted_spines
-    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths))
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths))
     out = tmp_path / "issues"
-    report = li.find_label_issues(root, out, folds=3, progress=False)
+    report = folds.find_label_issues(root, out, folds=3, progress=False)
     saved = json.loads((out / "label_issues.json").read_text())
     assert saved == json.loads(json.dumps(report))
     examples = saved["examples"]
@@ -296,7 +313,8 @@ def test_find_label_issues_ranks_planted_errors_first_and_writes_the_promised_fi
     expected = {"erased structure": "missing structure", "relabelled structure": "wrong class",
                 "dilated mask": "boundary", "lowest structures deleted": "missing structure"}
     for entry in examples:
-        assert set(entry) >= {"name", "rank", "score", "kind", "classes", "picture", "fold", "prediction"}
+        assert set(entry) >= {"name", "rank", "score", "kind", "classes", "picture", "fold", "prediction",
+                              "mislabelled_share"}
         assert 0 <= entry["score"] <= 1 and set(entry["classes"]) == {"disc", "vertebra"}
         prediction = np.load(out / entry["prediction"])
         assert prediction.shape == truths[entry["name"]].shape and prediction.dtype == np.uint8
@@ -308,11 +326,13 @@ def test_find_label_issues_ranks_planted_errors_first_and_writes_the_promised_fi
         else:
             assert entry["kind"] == "none" and entry["picture"] is None and not entry["flagged"]
     assert saved["labels"] == list(CLASSES) and saved["settings"]["folds"] == 3
-    assert saved["dataset"]["partial_labels"] is True and len(saved["folds"]) == 3
+    assert saved["dataset"]["partial_labels"] is True and saved["dataset"]["examples"] == 12
+    assert [f["fold"] for f in saved["folds"]] == [0, 1, 2]
+    assert sorted(name for f in saved["folds"] for name in f["test"]) == sorted(truths)
     assert sorted(p.name for p in (out / "pictures").iterdir()) == sorted(
         f"{name}{suffix}" for name in planted for suffix in (".png", ".sheet.png"))
     assert sorted(p.name for p in out.iterdir()) == ["label_issues.json", "pictures", "predictions"]
-    recall = li.planted_recall(report, planted)
+    recall = planting.planted_recall(report, planted)
     assert recall["recall_at_k"] == {"4": 1.0, "8": 1.0, "12": 1.0}
     assert [found["error"] for found in recall["examples"].values()] == [
         planted[e["name"]] for e in examples[:4]]
@@ -321,24 +341,134 @@ def test_find_label_issues_ranks_planted_errors_first_and_writes_the_promised_fi
 def test_an_interrupted_run_leaves_the_previous_results_as_they_were(planted_spines, tmp_path, monkeypatch):
     root, _, truths = planted_spines
     out = tmp_path / "issues"
-    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths))
-    li.find_label_issues(root, out, folds=2, progress=False)
-    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths, stop_after=7))
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths))
+    folds.find_label_issues(root, out, folds=2, progress=False)
+    before = files_under(out)
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths, stop_after=7))  # in the 2nd fold
     with pytest.raises(KeyboardInterrupt):
-        li.find_label_issues(root, out, folds=2, progress=False)
-    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+        folds.find_label_issues(root, out, folds=2, progress=False)
+    assert files_under(out) == before
     assert sorted(p.name for p in out.iterdir()) == ["label_issues.json", "pictures", "predictions"]
 
 
 def test_format_ranking_lists_the_most_suspect_first(planted_spines, tmp_path, monkeypatch):
     root, _, truths = planted_spines
-    monkeypatch.setattr(li, "out_of_fold_probabilities", stand_in_model(truths))
-    report = li.find_label_issues(root, tmp_path / "issues", folds=2, progress=False)
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths))
+    report = folds.find_label_issues(root, tmp_path / "issues", folds=2, progress=False)
     lines = li.format_ranking(report, top=3).splitlines()
     assert lines[0].split() == ["rank", "example", "score", "softmin", "mislabelled", "kind", "worst", "class", "fold"]
     assert [line.split()[1] for line in lines[1:4]] == [e["name"] for e in report["examples"][:3]]
     assert lines[-1] == f"4 of 12 examples have a class scoring below {li.FLAG_BELOW} (pictures/)"
+
+
+# ---------------------------------------------------------------- folds as separate jobs (a stand-in model)
+
+
+def test_the_k_fold_split_depends_on_the_names_and_the_seed_only_not_their_order():
+    names = [f"case{k}" for k in range(23)]
+    shuffled = [names[i] for i in np.random.default_rng(5).permutation(len(names))]
+    for fold in range(4):
+        split = kfold_splits(names, 4, fold, seed=3)
+        assert kfold_splits(shuffled, 4, fold, seed=3) == split == kfold_splits(names[::-1], 4, fold, seed=3)
+    tests = [kfold_splits(shuffled, 4, fold, seed=3)["test"] for fold in range(4)]
+    assert sorted(name for test in tests for name in test) == sorted(names)  # every example tested by exactly one fold
+    assert tests != [kfold_splits(names, 4, fold, seed=4)["test"] for fold in range(4)]  # the seed matters
+
+
+def test_fold_jobs_then_merge_write_what_one_run_writes(planted_spines, tmp_path, monkeypatch):
+    """Each fold on its own (in any order) writes a self-describing record; the merge ranks exactly as one run."""
+    root, planted, truths = planted_spines
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths))
+    single = folds.find_label_issues(root, tmp_path / "single", folds=3, planted=planted, progress=False)
+    out = tmp_path / "jobs"
+    config = folds.label_issue_config()
+    for fold in (2, 0, 1):
+        record = folds.run_fold(root, out / folds.FOLDS_DIR, fold, 3, config, planted, progress=False)
+        written = json.loads((out / "folds" / f"fold-{fold}" / "fold.json").read_text())
+        assert written == json.loads(json.dumps(record))
+        assert written["fold"] == fold and written["folds"] == 3 and written["training"]["seed"] == 0
+        assert written["training"]["epochs"] == config.epochs and written["planted"] == planted
+        assert written["data"] == folds.data_identity(root) and written["data"]["examples"] == 12
+        assert written["summary"]["split"] == kfold_splits(list(truths), 3, fold, 0, config.val_fraction)
+        assert sorted(e["name"] for e in written["examples"]) == sorted(written["summary"]["test"])
+        for entry in written["examples"]:
+            assert (out / "folds" / f"fold-{fold}" / entry["prediction"]).is_file()
+    assert not list((out / "folds").glob(".*"))  # no staging folder left behind
+    merged = folds.merge_folds(root, out, folds=3, config=config, planted=planted)
+    assert merged["examples"] == single["examples"] and merged["planted"] == single["planted"]
+    assert json.loads((out / "label_issues.json").read_text())["examples"] == single["examples"]
+    assert files_under(out / "predictions") == files_under(tmp_path / "single" / "predictions")
+    assert files_under(out / "pictures").keys() == files_under(tmp_path / "single" / "pictures").keys()
+    assert sorted(p.name for p in out.iterdir()) == ["folds", "label_issues.json", "pictures", "predictions"]
+    assert folds.merge_folds(root, out, folds=3, config=config, planted=planted)["examples"] == single["examples"]
+
+
+def test_the_merge_names_missing_folds_and_refuses_folds_of_other_settings_or_data(planted_spines, tmp_path,
+                                                                                    monkeypatch, capsys):
+    root, _, truths = planted_spines
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths))
+    out = tmp_path / "jobs"
+    config = folds.label_issue_config()
+    folds.run_fold(root, out / "folds", 1, 4, config, progress=False)
+    with pytest.raises(DataError) as missing:
+        folds.merge_folds(root, out, folds=4, config=config)
+    assert str(missing.value) == (f"{out / 'folds'}: folds 0, 2, 3 of 4 missing: run label-issues with --fold 0 "
+                                  "(and the same settings) first")
+    folds.run_fold(root, out / "folds", 0, 4, config.replace(epochs=20, seed=1), progress=False)
+    folds.run_fold(root, out / "folds", 2, 4, config, progress=False)
+    changed = tmp_path / "changed"
+    shutil.copytree(root, changed)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(changed / "masks" / "case3.png")
+    folds.run_fold(changed, out / "folds", 3, 4, config, progress=False)
+    with pytest.raises(DataError) as mixed:
+        folds.merge_folds(root, out, folds=4, config=config)
+    lines = mixed.value.problems
+    assert lines[0] == f"{out / 'folds' / 'fold-0' / 'fold.json'}: made with seed 1 (here 0), epochs 20 (here 40)"
+    assert lines[1].startswith(f"{out / 'folds' / 'fold-3' / 'fold.json'}: made with other data (12 examples, ")
+    assert len(lines) == 2 and not (out / "label_issues.json").exists()
+    folds.run_fold(root, out / "folds", 0, 4, config, progress=False)  # a rerun replaces a fold's record
+    folds.run_fold(root, out / "folds", 3, 4, config, progress=False)
+    folds.run_fold(root, out / "folds", 1, 2, config, progress=False)  # a fold of a 2-fold run: fold-1 again
+    with pytest.raises(DataError, match=r"fold-1/fold\.json: made with folds 2 \(here 4\)"):
+        folds.merge_folds(root, out, folds=4, config=config)
+    folds.run_fold(root, out / "folds", 1, 4, config, progress=False)
+    shutil.copytree(out / "folds" / "fold-1", out / "folds" / "fold-5")
+    with pytest.raises(DataError, match=r"fold-5: a fold of another run \(this one has 4 folds\): remove it"):
+        folds.merge_folds(root, out, folds=4, config=config)
+    shutil.rmtree(out / "folds" / "fold-5")
+    assert len(folds.merge_folds(root, out, folds=4, config=config)["examples"]) == 12
+    # the command line says the same, one line per problem, exit 1
+    shutil.rmtree(out / "folds" / "fold-2")
+    assert cli.main(["label-issues", str(root), "--out", str(out), "--merge"]) == 1
+    assert "fold 2 of 4 missing" in capsys.readouterr().err
+
+
+def test_an_interrupted_fold_leaves_nothing_half_written(planted_spines, tmp_path, monkeypatch):
+    root, _, truths = planted_spines
+    out = tmp_path / "jobs" / "folds"
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths))
+    folds.run_fold(root, out, 1, 2, progress=False)
+    before = files_under(out)
+    monkeypatch.setattr(folds, "fold_probabilities", stand_in_model(truths, stop_after=3))
+    with pytest.raises(KeyboardInterrupt):
+        folds.run_fold(root, out, 1, 2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        folds.run_fold(root, out, 0, 2, progress=False)
+    assert files_under(out) == before and [p.name for p in out.iterdir()] == ["fold-1"]
+
+
+def test_fold_jobs_share_one_planted_copy(tmp_path):
+    """Every job of a run with --plant-errors makes the planted copy; the first in place stays (the others'
+    are the same files), one of other plantings replaces it."""
+    root = write_spines(tmp_path / "spines", 10)
+    copy, planted = planting.planted_copy(root, tmp_path / "out", 1, seed=0)
+    first = (copy / "masks").stat().st_ino
+    again, planted_again = planting.planted_copy(root, tmp_path / "out", 1, seed=0)
+    assert again == copy and planted_again == planted and (copy / "masks").stat().st_ino == first
+    other, planted_other = planting.planted_copy(root, tmp_path / "out", 1, seed=1)
+    assert other == copy and planted_other != planted and (copy / "masks").stat().st_ino != first
+    assert folds.data_identity(copy) != folds.data_identity(root)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["planted-data"]
 
 
 # ---------------------------------------------------------------- command line
@@ -362,6 +492,12 @@ def test_cli_refuses_too_many_or_too_few_folds(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["label-issues", str(root), "--folds", "1"])
     assert stop.value.code == 2 and "--folds must be at least 2, got 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["label-issues", str(root), "--folds", "3", "--fold", "3"])
+    assert stop.value.code == 2 and "--fold must be in 0..2 (--folds 3), got 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["label-issues", str(root), "--fold", "0", "--merge"])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- real out-of-fold training, on unseen data
@@ -398,8 +534,8 @@ def test_real_out_of_fold_training_ranks_planted_errors_on_top_of_data_nothing_w
     errors (one of each kind) rank at the top of label_issues.json."""
     root = write_blobs(tmp_path / "blobs", n=16)
     planted = planting.plant_errors(root, tmp_path / "planted", per_kind=1, seed=0)
-    config = li.label_issue_config(epochs=10, patience=10, crop=None, passes_per_epoch=10)
-    report = li.find_label_issues(tmp_path / "planted", tmp_path / "out", folds=2, config=config, planted=planted,
+    config = folds.label_issue_config(epochs=10, patience=10, crop=None, passes_per_epoch=10)
+    report = folds.find_label_issues(tmp_path / "planted", tmp_path / "out", folds=2, config=config, planted=planted,
                                   progress=False)
     ranks = {name: found["rank"] for name, found in report["planted"]["examples"].items()}
     assert sorted(ranks.values())[:3] == [1, 2, 3] and max(ranks.values()) <= 6, ranks  # measured: 1, 2, 3, 4
@@ -407,3 +543,54 @@ def test_real_out_of_fold_training_ranks_planted_errors_on_top_of_data_nothing_w
     # nothing on the console a user could read as an error (TensorFlow's C++ log lines)
     printed = capfd.readouterr()
     assert not re.search(r"[EW]0000|NodeDef", printed.out + printed.err), printed.err[-3000:]
+
+
+@pytest.mark.slow
+def test_two_folds_run_as_separate_processes_then_merged_rank_as_one_run(tmp_path):
+    """`label-issues --fold 0` and `--fold 1` in processes of their own (as on two machines), then `--merge`: the
+    same ranking, scores and label maps as one run of both folds (TensorFlow's ops run deterministically)."""
+    root = write_blobs(tmp_path / "blobs", n=8)
+    command = [*CLI, "label-issues", str(root), "--folds", "2", "--epochs", "1", "--seed", "3"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+
+    def run(*arguments):
+        done = subprocess.run([*command, *arguments], capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    jobs = [subprocess.Popen([*command, "--out", str(tmp_path / "jobs"), "--fold", str(fold)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for fold in (1, 0)]
+    for job in jobs:
+        out, err = job.communicate()
+        assert job.returncode == 0, err[-3000:]
+        assert "done: " in out and "run label-issues with --merge" in out
+    printed = run("--out", str(tmp_path / "jobs"), "--merge")
+    assert f"done: label_issues.json, pictures/ and predictions/ are in {tmp_path / 'jobs'}/" in printed
+    run("--out", str(tmp_path / "single"))
+    merged, single = (json.loads((tmp_path / name / "label_issues.json").read_text()) for name in ("jobs", "single"))
+    assert [e["name"] for e in merged["examples"]] == [e["name"] for e in single["examples"]]
+    assert merged["examples"] == single["examples"]  # every score, kind and per-class figure
+    assert files_under(tmp_path / "jobs" / "predictions") == files_under(tmp_path / "single" / "predictions")
+    assert [f["test"] for f in merged["folds"]] == [f["test"] for f in single["folds"]]
+    assert sorted(p.name for p in (tmp_path / "single").iterdir()) == ["label_issues.json", "pictures", "predictions"]
+
+
+@pytest.mark.slow
+def test_a_fold_trained_by_two_local_workers_is_written_once_by_the_chief(tmp_path):
+    """`label-issues --fold 0` as two workers of one cluster (TF_CONFIG on loopback, as on two machines): both
+    finish, only the chief writes the fold, and its record says two workers trained it."""
+    from maskpair.cli.train import local_tf_configs
+
+    root = write_blobs(tmp_path / "blobs", n=8)
+    out = tmp_path / "out"
+    command = [*CLI, "label-issues", str(root), "--out", str(out), "--folds", "2", "--epochs", "1", "--fold", "0"]
+    workers = [subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), "TF_CONFIG": config},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for config in local_tf_configs(2)]
+    printed = [worker.communicate(timeout=900) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], [err[-2000:] for _, err in printed]
+    assert "fold 0 of 2 done: 4 examples scored" in printed[0][0]
+    assert "this worker's part is done; the chief (worker 0) writes the fold" in printed[1][0]
+    record = json.loads((out / "folds" / "fold-0" / "fold.json").read_text())
+    assert record["summary"]["workers"] == 2 and len(record["examples"]) == 4
+    assert [p.name for p in (out / "folds").iterdir()] == ["fold-0"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -162,11 +163,26 @@ def plant_errors(data_dir, copy_dir, per_kind: int, seed: int = 0) -> dict[str, 
 
 
 def planted_copy(data_dir, out_dir, per_kind: int, seed: int = 0) -> tuple[Path, dict[str, str]]:
-    """(out_dir/planted-data, {name: error}): a fresh copy of the dataset with `per_kind` planted errors of each
-    kind (`plant_errors`), replacing an earlier one."""
-    copy_dir = Path(out_dir) / "planted-data"
-    shutil.rmtree(copy_dir, ignore_errors=True)
-    return copy_dir, plant_errors(data_dir, copy_dir, per_kind, seed)
+    """(out_dir/planted-data, {name: error}): a copy of the dataset with `per_kind` planted errors of each kind
+    (`plant_errors`). The copy is made beside and renamed into place: one already there with the same files
+    (the same data, errors and seed: fold jobs of one run each make the copy, and all use the first one in
+    place) is kept, another one replaced."""
+    from maskpair.label_issues.folds import data_identity, replace_folder
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy_dir = out_dir / "planted-data"
+    staging = Path(tempfile.mkdtemp(prefix=".planted-data-", dir=out_dir))
+    try:
+        planted = plant_errors(data_dir, staging / copy_dir.name, per_kind, seed)
+        try:
+            os.rename(staging / copy_dir.name, copy_dir)  # fails if another job's copy is there (not empty)
+        except OSError:
+            if data_identity(copy_dir) != data_identity(staging / copy_dir.name):
+                replace_folder(staging / copy_dir.name, copy_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return copy_dir, planted
 
 
 

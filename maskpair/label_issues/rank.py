@@ -3,14 +3,12 @@ its softmax compared with its mask, and the examples ranked by label quality, wo
 of problem and a disagreement picture (`label_issues.json`, format in docs/architecture.md and
 docs/label_issues.md, which also has the measurements behind the choices here).
 
-    report = find_label_issues("data/spine-mri", "outputs/label-issues")   # or: maskpair label-issues DATA
+    entry, prediction, disagreement = score_example(mask, softmax, classes, partial_labels)
+
+The out-of-fold predictions themselves, and the runs that write label_issues.json: folds.py.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,66 +18,12 @@ from scipy import ndimage
 from maskpair import figures
 from maskpair.data.description import IGNORE_INDEX
 from maskpair.data.files import natural_key
-from maskpair.data.splits import SPLITS
-from maskpair.errors import DataError
-from maskpair.jsonio import write_json
-from maskpair.label_issues.planting import planted_recall
-from maskpair.training.config import (
-    LABEL_ISSUE_FOLDS,
-    LABEL_ISSUE_TRAINING,
-    TrainConfig,
-)
-from maskpair.training.predict import iter_probabilities, labels_from_probabilities
+from maskpair.training.predict import labels_from_probabilities
 
 KINDS = ("missing structure", "extra structure", "wrong class", "boundary")  # what a disagreement looks like
 TOLERANCE_PX = 1.0  # disagreement this close to a mask's class edge is outline noise, not a label problem
 WHOLE_SHARE = 0.5  # a structure whose middle the other side covers less than this share of disagrees as a whole
 FLAG_BELOW = 0.9  # examples with a class scoring below this get a picture (and `flagged`)
-
-
-def label_issue_config(**changes) -> TrainConfig:
-    """TrainConfig's defaults with the fold models' changes (config.LABEL_ISSUE_TRAINING), then `changes`."""
-    return TrainConfig().replace(**{**LABEL_ISSUE_TRAINING, **changes})
-
-
-
-def out_of_fold_probabilities(data_dir, config: TrainConfig, folds: int, reports: list | None = None,
-                              progress: bool = True):
-    """Yield (fold, loader, name, softmax (H, W, K)) for every example, each predicted by the model of the fold
-    that holds it out (train.make_splits' k-fold test part). Models train one after another and each map is
-    yielded as it is predicted, so memory holds one model and a batch of maps at a time.
-    reports: a list that receives each fold's summary (test names, epochs, seconds) when it is done."""
-    from maskpair.training import (
-        train,  # here: scoring needs no TensorFlow, whose start-up takes seconds
-    )
-
-    for fold in range(folds):
-        settings = config.replace(fold=fold, n_folds=folds)
-        data = train.prepare_data(data_dir, settings)
-        empty = [split for split in SPLITS if not data.splits[split]]
-        if empty:
-            raise DataError(f"{data_dir}: {len(data.names)} examples are too few for {folds} folds (fold {fold} "
-                            f"would have no {' and no '.join(empty)} examples)")
-        names = data.splits["test"]
-        if progress:
-            print(f"fold {fold + 1}/{folds}: training on {len(data.splits['train'])} examples "
-                  f"(val {len(data.splits['val'])}), then predicting {len(names)}", flush=True)
-        start = time.perf_counter()
-        # no checkpoint file: the best weights, restored from memory, are all that predicts (a file per better
-        # epoch wrote 150 MB each time, 11 GB in a run on the 20 example pairs)
-        bar = f"fold {fold + 1}/{folds}" if progress else None
-        model, report = train.train_model(data, settings, None, progress=bar)
-        for name, probabilities in iter_probabilities(model, data, names, settings.flip_average):
-            yield fold, data, name, probabilities
-        summary = {"fold": fold, "test": names, "epochs_run": report["epochs_run"],
-                   "best_epoch": report["best_epoch"], "train_seconds": round(report["train_seconds"], 1),
-                   "seconds": round(time.perf_counter() - start, 1)}
-        if reports is not None:
-            reports.append(summary)
-        if progress:
-            print(f"fold {fold + 1}/{folds}: done in {summary['seconds'] / 60:.1f} min "
-                  f"({summary['epochs_run']} epochs, kept epoch {summary['best_epoch']})", flush=True)
-
 
 
 def annotated(mask: np.ndarray, n_classes: int, partial_labels: bool) -> np.ndarray:
@@ -224,46 +168,6 @@ def score_example(mask: np.ndarray, probabilities: np.ndarray, classes, partial_
 
 
 
-def find_label_issues(data_dir, out_dir, folds: int = LABEL_ISSUE_FOLDS, config: TrainConfig | None = None,
-                      planted: dict | None = None, progress: bool = True) -> dict:
-    """Train `folds` models, score every example out-of-fold and write into out_dir: label_issues.json (worst
-    first), predictions/<name>.npy (each out-of-fold label map, uint8) and, for flagged examples (a class
-    scoring below FLAG_BELOW), pictures/<name>.png (the disagreement picture at the image's size, the review UI's panel) and
-    pictures/<name>.sheet.png (mask | prediction | differences). Returns the report.
-    planted: {name: error} of errors planted in data_dir (`planted_copy`): the report says where they rank.
-
-    Everything is written into a staging folder first and moved into place at the end, so an interrupted run
-    leaves out_dir as it was."""
-    config = config or label_issue_config()
-    if folds < 2:
-        raise ValueError(f"folds must be at least 2, got {folds}")
-    start, out_dir = time.perf_counter(), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".label-issues-", dir=out_dir))
-    try:
-        (staging / "predictions").mkdir()
-        (staging / "pictures").mkdir()
-        entries, reports = [], []
-        for fold, data, name, probabilities in out_of_fold_probabilities(data_dir, config, folds, reports, progress):
-            entries.append(examine(data, name, probabilities, fold, staging))
-        report = {"examples": ranked(entries), "labels": list(data.labels),
-                  "dataset": {"name": data.description.name, "data_dir": str(Path(data_dir).resolve()),
-                              "partial_labels": data.description.partial_labels, "examples": len(entries)},
-                  "settings": {"folds": folds, "tolerance_px": TOLERANCE_PX, "whole_share": WHOLE_SHARE,
-                               "flag_below": FLAG_BELOW, "training": config.to_dict()},
-                  "folds": reports,
-                  "timing": {"seconds": round(time.perf_counter() - start, 1),
-                             "train_seconds": round(sum(r["train_seconds"] for r in reports), 1)}}
-        if planted:
-            report["planted"] = planted_recall(report, planted)
-        write_json(staging / "label_issues.json", report)
-        publish(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return report
-
-
-
 def examine(data, name: str, probabilities: np.ndarray, fold: int, folder: Path) -> dict:
     """Score one example, save its out-of-fold label map and, when it is flagged, its pictures;
     returns its entry (without rank)."""
@@ -316,8 +220,8 @@ def ranked(entries: list[dict]) -> list[dict]:
 def format_ranking(report: dict, top: int = 10) -> str:
     """A text table of the `top` most suspect examples: rank, name, score, cleanlab's two measures, kind, worst
     class, fold."""
-    lines = [f"{'rank':>4}  {'example':<16}{'score':>6}{'softmin':>9}{'mislabelled':>13}  {'kind':<18}"
-             f"{'worst class':<16}{'fold':>4}"]
+    lines = [(f"{'rank':>4}  {'example':<16}{'score':>6}{'softmin':>9}{'mislabelled':>13}  {'kind':<18}"
+              f"{'worst class':<16}{'fold':>4}")]
     for entry in report["examples"][:top]:
         scored = {name: c["score"] for name, c in entry["classes"].items() if c["annotated"]}
         worst = min(scored, key=scored.get) if scored else "-"
@@ -331,17 +235,6 @@ def format_ranking(report: dict, top: int = 10) -> str:
                           for name, found in report["planted"]["examples"].items())
         lines += [f"planted errors found in the {recall}", f"their ranks: {ranks}"]
     return "\n".join(lines)
-
-
-
-def publish(staging: Path, out_dir: Path) -> None:
-    """Move a finished run's predictions/, pictures/ and label_issues.json from `staging` into out_dir, replacing
-    an earlier run's; the JSON moves last, so it never points at pictures of another run."""
-    (out_dir / "label_issues.json").unlink(missing_ok=True)
-    for folder in ("predictions", "pictures"):
-        shutil.rmtree(out_dir / folder, ignore_errors=True)
-        os.replace(staging / folder, out_dir / folder)
-    os.replace(staging / "label_issues.json", out_dir / "label_issues.json")
 
 
 

@@ -66,9 +66,11 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Label issues (label_issues.py, `run.py label-issues`): the fold models, each predicting the examples the others
-# train on, and their changes to TrainConfig's defaults: the folds' trainings must fit the time of about three
-# default ones (25 minutes for the 20 example pairs on a 4-core CPU), so each stops after at most 40 epochs
+# Label issues (maskpair/label_issues, `maskpair label-issues`): the fold models, each predicting the examples the
+# others train on, and their changes to TrainConfig's defaults. 40 epochs at most: the cheapest budget within 2
+# points of the best share of planted errors in the top 3, on the example pairs and a generated set
+# (`bench/bench_label_issues.py --epochs 10 20 40`: 0.24 / 0.66 / 0.90 on the pairs, no better at 60 or 80;
+# docs/label_issues.md, "Epochs per fold")
 LABEL_ISSUE_FOLDS = 4
 LABEL_ISSUE_TRAINING = {"epochs": 40, "patience": 10}
 
