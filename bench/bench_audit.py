@@ -207,7 +207,7 @@ def quality(trials: int = QUALITY_TRIALS) -> list[str]:
             "|---|---|---:|---:|---:|---:|"]
     for name, (images, masks, sequence, classes, what) in quality_datasets().items():
         names = [str(k) for k in range(len(images))]
-        edges = [alignment.edge_map(image) for image in images]
+        edges = [alignment.oriented_edges(image) for image in images]
         labelled = {k for k, mask in enumerate(masks) if ((mask != 0) & (mask != syn.IGNORE)).any()}
         start = time.perf_counter()
         clean = flagged_misaligned(audit.audit_arrays(names, images, masks, classes, progress=False, edges=edges))
