@@ -32,20 +32,22 @@ EVIDENCE_ABOVE_MEDIAN = 3.0  # ... and by this many more than the median pair's 
 NOISE_CELL = 8          # px; boundary pixels in one cell of this size count as one sample (see fit_noise)
 
 
-def reduced(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def reduced(image: np.ndarray | None, mask: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, int]:
     """(image, mask, factor): a pair whose longer side exceeds ANALYSIS_SIDE reduced by the smallest whole factor
     that brings it within (image: mean of each factor x factor block; mask: the label at each block's centre),
-    else as given with factor 1. A lesion's soft border spans tens of pixels in a 2592x1936 photograph: its
-    gradient at EDGE_SIGMA is lost in skin texture at full size and plain at a third of it; and a shift of a few
-    full-size pixels is not a misplacement anyone trains differently for."""
+    else as given with factor 1; image None: the mask alone. A lesion's soft border spans tens of pixels in a
+    2592x1936 photograph: its gradient at EDGE_SIGMA is lost in skin texture at full size and plain at a third
+    of it; and a shift of a few full-size pixels is not a misplacement anyone trains differently for."""
     factor = math.ceil(max(mask.shape) / ANALYSIS_SIDE)
     if factor <= 1:
         return image, mask, 1
     height, width = (side // factor * factor for side in mask.shape)
+    mask = np.asarray(mask)[factor // 2:height:factor, factor // 2:width:factor]
+    if image is None:
+        return None, mask, factor
     blocks = image_to_float(np.asarray(image))[:height, :width]
     blocks = blocks.reshape(height // factor, factor, width // factor, factor, *blocks.shape[2:])
-    return blocks.mean(axis=(1, 3), dtype=np.float32), np.asarray(mask)[factor // 2:height:factor,
-                                                                        factor // 2:width:factor], factor
+    return blocks.mean(axis=(1, 3), dtype=np.float32), mask, factor
 
 
 
@@ -299,13 +301,15 @@ def coarse_typical(fits, rows) -> float:
 
 
 def screen_bar(best_gains) -> float:
-    """The coarse gain a placement must exceed to be scored in full: SCREEN_MARGIN above what the lower-quartile
-    pair's best alternative of its kind reaches, and never below -SCREEN_MARGIN (so only a few pairs are scored
-    in full where most pairs' alternatives fall short, and a misplacement, whose alternative gains at least
-    about as much as the given placement, is). The lower quartile, not the median: the swapped pairs raise the
-    median themselves (a test with 4 of 17 pairs swapped and 4 more misplaced lifted it above swaps of partial
-    masks), and up to three quarters may be before the quartile follows."""
-    return max(float(np.quantile(best_gains, 0.25)) + SCREEN_MARGIN, -SCREEN_MARGIN) if len(best_gains) > 1 else -np.inf
+    """The coarse gain a placement must exceed to be scored in full: SCREEN_MARGIN above what the median pair's
+    best alternative of its kind reaches (so only a few pairs are scored in full, and a misplacement, whose
+    alternative gains at least about as much as the given placement, is), within +-SCREEN_MARGIN: a placement
+    that gains SCREEN_MARGIN on the coarse grids is always worth a full look, however many pairs have one (the
+    misplaced pairs raise the median themselves: with 4 of 17 pairs swapped and 4 more misplaced it rose above
+    the swaps of partial masks)."""
+    if len(best_gains) < 2:
+        return -np.inf
+    return min(max(float(np.median(best_gains)) + SCREEN_MARGIN, -SCREEN_MARGIN), SCREEN_MARGIN)
 
 
 

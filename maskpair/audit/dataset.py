@@ -18,7 +18,7 @@ from maskpair.audit.domain import anatomical_order, checked_options, edge_margin
 from maskpair.audit.report import FLAG_CODES, build_report, data_key, flagged
 from maskpair.data.description import IGNORE_INDEX
 from maskpair.data.loader import DataLoader
-from maskpair.data.reading import read_pair
+from maskpair.data.reading import mask_to_labels, read_mask_values, read_pair
 from maskpair.errors import DataError
 
                         # character, so lines are cut to the thumbnail's width)
@@ -149,9 +149,13 @@ def measure_dataset(data, options, tick, pool) -> list[dict]:
 
 
 def _full_scores_from_files(requests, paths, description, centres):
-    """full_scores of the requests, each pair read from its files at most once (one worker task)."""
+    """full_scores of the requests, each file read at most once (one worker task): the pairs scored whole, the
+    masks of their swap partners alone."""
     pair = lru_cache(maxsize=None)(lambda i: reduced(*read_pair(*paths[i], description)))
-    return full_scores(requests, centres, lambda i: oriented_edges(pair(i)[0]), lambda i: pair(i)[1])
+    partner = lru_cache(maxsize=None)(
+        lambda i: reduced(None, mask_to_labels(read_mask_values(paths[i][1]), description, paths[i][1]))[1])
+    return full_scores(requests, centres, lambda i: oriented_edges(pair(i)[0]),
+                       lambda i: pair(i)[1] if i in requests else partner(i))
 
 
 
