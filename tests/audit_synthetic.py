@@ -431,7 +431,8 @@ def polyp_frames(n: int = 30, shapes=POLYP_SHAPES, seed: int = 0):
     Polyps are smooth domes of nearly the mucosa's colour with soft borders, a third of them close up (filling
     most of the frame, the outline partly outside it); mucosal folds and vessels, specular highlights (small,
     saturated: the strongest edges in the frame), light that falls off to the sides, and in half the frames a
-    black border with rounded corners and an overlay box (edges no label follows). Outlines traced by hand.
+    black border with rounded corners and an overlay box (no polyp is labelled where they hide it). Outlines
+    traced by hand.
     """
     rng = np.random.default_rng(seed)
     images, masks = [], []
@@ -459,11 +460,13 @@ def polyp_frames(n: int = 30, shapes=POLYP_SHAPES, seed: int = 0):
             glints = np.maximum(glints, _soft(_star_blob(rng, shape, rng.uniform(0, 1, 2) * shape,
                                                           rng.uniform(1.5, 6) * s, 0.4), 0.7))
         rgb = rgb * (1 - glints)[..., None] + glints[..., None]
-        if rng.random() < 0.5:  # the scope's black border (rounded corners) and an overlay box
+        if rng.random() < 0.5:  # the scope's black border (rounded corners) and an overlay box, unlabelled
             corner = _star_blob(rng, shape, np.array(shape) / 2, 0.62 * np.hypot(*shape), 0)
             rgb *= _soft(corner, 1)[..., None]
             box = (slice(int(0.75 * shape[0]), shape[0]), slice(0, int(0.22 * shape[1])))
             rgb[box] = [0.02, 0.02, 0.02]
+            labels[corner < 0] = 0
+            labels[box] = 0
         images.append(finish_image(np.clip(rgb, 0, 1), rng, blur=0.8, noise=0.02))
         masks.append(labels)
     return images, masks, np.arange(n)
