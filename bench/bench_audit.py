@@ -3,7 +3,9 @@ the alignment check's false alarms and recall on realistic generated datasets of
 
     python bench/bench_audit.py               # 2,000 generated 256x256 pairs
     python bench/bench_audit.py --pairs 200   # a quicker look
-    python bench/bench_audit.py --quality     # false alarms / recall, planted misplacements (a few minutes)
+    python bench/bench_audit.py --quality     # false alarms / recall, planted misplacements (~15 minutes)
+    python bench/bench_audit.py --quality lesion,polyp   # some of the datasets only
+    python bench/bench_audit.py --large       # 16 generated 2592x1936 dermoscopy-like pairs, JPEG + PNG
     python bench/bench_audit.py --before 47826e5   # also the audit as it was at that commit, side by side
 
 The pairs are seeded flips, shifts and brightness changes of the 20 example pairs (fetched into data/spine-mri
@@ -127,8 +129,16 @@ class TreeMonitor:
 
 
 def checkout_before(commit: str, dest: Path) -> Path:
-    """The audit and the loader it used as they were at commit (git show), written to dest; returns dest."""
+    """The audit and what it imported as they were at commit, written to dest; returns dest: the maskpair
+    package (git archive) where the commit has one, else the top-level files it had (BEFORE_FILES)."""
     dest.mkdir(parents=True, exist_ok=True)
+    listed = subprocess.run(["git", "ls-tree", "--name-only", commit, "maskpair"], check=True, capture_output=True,
+                            text=True, cwd=PROJECT_DIR).stdout.strip()
+    if listed:
+        archive = subprocess.run(["git", "archive", commit, "maskpair"], check=True, capture_output=True,
+                                 cwd=PROJECT_DIR).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        return dest
     for name in BEFORE_FILES:
         shown = subprocess.run(["git", "show", f"{commit}:{name}"], check=True, capture_output=True, text=True,
                                cwd=PROJECT_DIR)
@@ -138,8 +148,9 @@ def checkout_before(commit: str, dest: Path) -> Path:
 
 def measure(what: str, data_dir: Path, report_path: Path, code: Path) -> dict:
     """Run the audit (writing report_path) or the contact sheet (from it); seconds and memory figures.
-    code: this checkout (the package's audit), or an older one's files (--before: their top-level audit.py)."""
-    if code.resolve() == PROJECT_DIR:
+    code: this checkout (the package's audit), or an older one's files (--before: its maskpair package, or
+    before there was one, its top-level audit.py)."""
+    if (code / "maskpair").is_dir():  # this checkout, or an older one's package first on PYTHONPATH
         from maskpair import audit
     else:
         sys.path.insert(0, str(code))
@@ -165,64 +176,137 @@ def measure(what: str, data_dir: Path, report_path: Path, code: Path) -> dict:
 
 def run_in_subprocess(what: str, data_dir: Path, report_path: Path, code: Path = PROJECT_DIR) -> dict:
     """`measure` in a fresh interpreter that imports audit from code, so one step's memory never counts against
-    another's."""
+    another's (and an older package is the one this script and the audit's worker processes import)."""
     command = [sys.executable, __file__, "--measure", what, str(data_dir), str(report_path), str(code)]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=PROJECT_DIR)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])}
+    cwd = code if (code / "maskpair").is_dir() else PROJECT_DIR  # worker processes look in the current folder
+    done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=cwd, env=env)
     if done.returncode:
         raise RuntimeError(f"{what} on {data_dir} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 QUALITY_TRIALS = 5
+LARGE_PAIRS = 16
+LARGE_DESCRIPTION = {"name": "dermoscopy-like lesions (generated for the audit benchmark)",
+                     "channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"skin": 0, "lesion": 255}}
 
 
-def quality_datasets():
-    """name -> (images, masks, sequence ids, class names, what it is) at the sizes of the public sets they imitate."""
+def synthetic_module():
+    """tests/audit_synthetic.py, the generators of realistic datasets and planted misplacements."""
     sys.path.insert(0, str(PROJECT_DIR / "tests"))
-    import audit_synthetic as syn
+    import audit_synthetic
 
+    return audit_synthetic
+
+
+def example_pairs():
+    """(images, masks, sequence ids, class names) of the 20 example pairs (fetched into data/spine-mri if
+    missing)."""
+    if not (EXAMPLE_DATA_DIR / "images").is_dir():
+        fetch_example_data(EXAMPLE_DATA_DIR)
+    data = DataLoader(EXAMPLE_DATA_DIR, batch_size=1, cache=False, progress=False)
+    images, masks = zip(*map(data.raw_pair, data.names))
+    return list(images), list(masks), np.arange(len(masks)), data.labels
+
+
+def quality_datasets() -> dict:
+    """name -> (make: () -> (images, masks, sequence ids, class names), what it is, pairs planted per trial
+    (None: a tenth of the pairs, at least 3), trials), at the sizes of the public sets they imitate."""
+    syn = synthetic_module()
     return {
-        "street": (*syn.street_scenes(367, (360, 480), sequences=4), syn.STREET_CLASSES,
-                   "367 RGB 480x360 frames of 4 slow drives, 11 classes + ignore, labels 1 px off (CamVid-like)"),
-        "em": (*syn.em_slices(30, (512, 512), cell_size=60, z_step=8), syn.EM_CLASSES,
-               "30 gray 512x512 slices of one cell volume, membrane/cell (ISBI-2012-like)"),
-        "blobs": (*syn.blob_frames(200, (256, 256)), syn.BLOB_CLASSES,
-                  "200 RGB 256x256 smooth label maps, 6 classes, slowly changing, labels 1 px off"),
-        "sloppy": (*syn.blob_frames(200, (256, 256), drift=2, jitter=2.5, seed=1), syn.BLOB_CLASSES,
-                   "the same with per-pair offsets up to 2 px and 2.5 px outline wander"),
-        "faint": (*syn.faint_spots(200, (192, 192)), ("background", "spot"),
-                  "200 gray 192x192 noisy images, one faint spot each (often invisible)"),
+        "spine": (example_pairs, "the 20 example pairs, 8 of the 17 labelled ones misplaced in every trial", 6,
+                  4 * QUALITY_TRIALS),
+        "street": (lambda: (*syn.street_scenes(367, (360, 480), sequences=4), syn.STREET_CLASSES),
+                   "367 RGB 480x360 frames of 4 slow drives, 11 classes + ignore, labels 1 px off (CamVid-like)",
+                   None, QUALITY_TRIALS),
+        "em": (lambda: (*syn.em_slices(30, (512, 512), cell_size=60, z_step=8), syn.EM_CLASSES),
+               "30 gray 512x512 slices of one cell volume, membrane/cell (ISBI-2012-like)", None, QUALITY_TRIALS),
+        "blobs": (lambda: (*syn.blob_frames(200, (256, 256)), syn.BLOB_CLASSES),
+                  "200 RGB 256x256 smooth label maps, 6 classes, slowly changing, labels 1 px off", None,
+                  QUALITY_TRIALS),
+        "sloppy": (lambda: (*syn.blob_frames(200, (256, 256), drift=2, jitter=2.5, seed=1), syn.BLOB_CLASSES),
+                   "the same with per-pair offsets up to 2 px and 2.5 px outline wander", None, QUALITY_TRIALS),
+        "faint": (lambda: (*syn.faint_spots(200, (192, 192)), ("background", "spot")),
+                  "200 gray 192x192 noisy images, one faint spot each (often invisible)", None, QUALITY_TRIALS),
+        "lesion": (lambda: (*syn.lesion_images(120, seed=1), syn.LESION_CLASSES),
+                   ("120 RGB dermoscopy-like photographs 600x450 to 1024x768, one soft, often faint lesion each, "
+                    "hair, vignetting (ISIC-like)"), None, QUALITY_TRIALS),
+        "polyp": (lambda: (*syn.polyp_frames(120, seed=1), syn.POLYP_CLASSES),
+                  ("120 RGB endoscopy-like frames 384x288 to 576x480, one or two soft polyps, a third close up "
+                   "filling most of the frame, folds, glints (Kvasir/CVC-like)"), None, QUALITY_TRIALS),
+        "retina": (lambda: (*syn.retina_images(40, seed=1), syn.RETINA_CLASSES),
+                   "40 RGB fundus-like 565x584, vessels 1-7 px, outside the field of view ignore (DRIVE-like)",
+                   None, QUALITY_TRIALS),
     }
 
 
-def quality(trials: int = QUALITY_TRIALS) -> list[str]:
-    """Markdown rows: per dataset, untouched pairs flagged (no plants) and over seeded trials of planted
-    misplacements (a tenth of the pairs each: shifts of 4-8 px, left-right flips, swaps between distant
-    examples), the false alarms among the untouched pairs and the planted pairs flagged."""
-
-    sys.path.insert(0, str(PROJECT_DIR / "tests"))
-    import audit_synthetic as syn
-
+def quality(names=None) -> list[str]:
+    """Markdown rows: per dataset (all, or those named), untouched pairs flagged (no plants) and over seeded
+    trials of planted misplacements (shifts of 3-8 px, left-right flips, swaps between distant examples, a third
+    each), the false alarms among the untouched pairs and the planted pairs flagged."""
+    syn = synthetic_module()
     rows = ["| data | what | untouched flagged (no plants) | false alarms (planted trials) | recall | s per audit |",
             "|---|---|---:|---:|---:|---:|"]
-    for name, (images, masks, sequence, classes, what) in quality_datasets().items():
-        names = [str(k) for k in range(len(images))]
-        edges = [alignment.edge_map(image) for image in images]
+    for name, (make, what, count, trials) in quality_datasets().items():
+        if names and name not in names:
+            continue
+        images, masks, sequence, classes = make()
+        names_ = [str(k) for k in range(len(images))]
+        edges = [alignment.oriented_edges(image) for image in images]
         labelled = {k for k, mask in enumerate(masks) if ((mask != 0) & (mask != syn.IGNORE)).any()}
         start = time.perf_counter()
-        clean = flagged_misaligned(audit.audit_arrays(names, images, masks, classes, progress=False, edges=edges))
+        clean = flagged_misaligned(audit.audit_arrays(names_, images, masks, classes, progress=False, edges=edges))
         seconds = time.perf_counter() - start
         alarms = untouched = detected = planted = 0
         for trial in range(trials):
             rng = np.random.default_rng([7, trial])
-            trial_masks, defects = syn.plant_misplacements(masks, sequence, rng, max(3, len(masks) // 10))
-            found = flagged_misaligned(audit.audit_arrays(names, images, trial_masks, classes, progress=False,
-                                                                  edges=edges))
+            trial_masks, defects = syn.plant_misplacements(masks, sequence, rng, count or max(3, len(masks) // 10))
+            found = flagged_misaligned(audit.audit_arrays(names_, images, trial_masks, classes, progress=False,
+                                                          edges=edges))
             detected, planted = detected + len(found & set(defects)), planted + len(defects)
             alarms, untouched = alarms + len(found - set(defects)), untouched + len(labelled - set(defects))
         rows.append(f"| {name} | {what} | {len(clean)}/{len(labelled)} | {alarms}/{untouched} "
                     f"({alarms / untouched:.1%}) | {detected}/{planted} ({detected / planted:.0%}) | {seconds:.1f} |")
         print(rows[-1], flush=True)
+    return rows
+
+
+def write_large(dest: Path, n_pairs: int = LARGE_PAIRS, seed: int = 0) -> Path:
+    """Write n_pairs dermoscopy-like 2592x1936 pairs (audit_synthetic.lesion_images) as a published set has them:
+    images/ISIC_K.jpg (quality 90), masks/ISIC_K.png (0/255), dataset.json; reuse if done."""
+    if (dest / ".complete").is_file():
+        return dest
+    from PIL import Image
+
+    images, masks, _ = synthetic_module().lesion_images(n_pairs, shapes=((1936, 2592),), seed=seed)
+    for kind in ("images", "masks"):
+        (dest / kind).mkdir(parents=True, exist_ok=True)
+    for k, (image, mask) in enumerate(zip(images, masks)):
+        Image.fromarray(image).save(dest / "images" / f"ISIC_{k:07d}.jpg", quality=90)
+        Image.fromarray((mask * 255).astype(np.uint8)).save(dest / "masks" / f"ISIC_{k:07d}.png")
+    (dest / "dataset.json").write_text(json.dumps(LARGE_DESCRIPTION, indent=1) + "\n")
+    (dest / ".complete").touch()
+    return dest
+
+
+def large(before: str | None) -> list[str]:
+    """Markdown rows: the audit of LARGE_PAIRS untouched 2592x1936 pairs (wall and CPU time, memory, pairs
+    flagged misaligned), in a subprocess as for the 2,000 pairs; with before, also at that commit."""
+    data_dir = write_large(CACHE_ROOT / f"audit-large-{LARGE_PAIRS}")
+    runs = {"now": run_in_subprocess("audit", data_dir, CACHE_ROOT / "audit-large.json")}
+    if before:
+        code = checkout_before(before, CACHE_ROOT / f"audit-at-{before}")
+        runs[f"at {before}"] = run_in_subprocess("audit", data_dir, CACHE_ROOT / f"audit-large-at-{before}.json", code)
+    rows = [(f"{LARGE_PAIRS} pairs of 2592x1936 (JPEG + PNG) in {data_dir}, {os.cpu_count()} cores, load average "
+             f"{os.getloadavg()[0]:.1f} after"),
+            "| audit | wall s | CPU s | peak anon MB | pairs flagged misaligned |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {name} | {run['seconds']:.1f} | {run['cpu_seconds']:.1f} | {run['peak_anon_mb']:.0f} | "
+             f"{run['counts'].get('misaligned', 0)} of {LARGE_PAIRS} |" for name, run in runs.items()]
+    if before:
+        old, new = runs[f"at {before}"], runs["now"]
+        rows.append(f"now {old['seconds'] / new['seconds']:.1f}x faster, {old['cpu_seconds'] / new['cpu_seconds']:.1f}x "
+                    f"less CPU than at {before}")
     return rows
 
 
@@ -236,11 +320,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2000, help="generated pairs (default 2000)")
     parser.add_argument("--before", metavar="COMMIT", help="also measure the audit as it was at this commit")
-    parser.add_argument("--quality", action="store_true", help="false alarms and recall on generated datasets")
+    parser.add_argument("--quality", nargs="?", const="", metavar="NAMES",
+                        help="false alarms and recall on generated datasets (all, or those named, comma-separated)")
+    parser.add_argument("--large", action="store_true", help="the audit of 16 generated 2592x1936 pairs")
     parser.add_argument("--measure", nargs=4, metavar=("WHAT", "DATA_DIR", "REPORT", "CODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quality:
-        print("\n".join(quality()))
+    if args.quality is not None:
+        print("\n".join(quality([name for name in args.quality.split(",") if name])))
+        return 0
+    if args.large:
+        print("\n".join(large(args.before)))
         return 0
     if args.measure:
         print(json.dumps(measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]), Path(args.measure[3]))))

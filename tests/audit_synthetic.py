@@ -11,7 +11,13 @@ planted misplacements are measured on data that is as hard as real data in those
 - `em_slices`: gray EM-like slices of one 3D cell volume (membrane 0 / cell 1, thick dark membranes, organelles
   with edges of their own, membranes that fade);
 - `blob_frames`: RGB images of smooth random label maps with 6 classes that slowly evolve frame to frame, two
-  classes nearly the same colour.
+  classes nearly the same colour;
+- `lesion_images`: dermoscopy-like RGB photographs of skin with one smooth, soft-edged, often faint lesion each,
+  hair, skin texture and vignetting, outlined smoothly by hand (ISIC-like; large images on request);
+- `polyp_frames`: endoscopy-like RGB frames with one or two smooth polyps, sometimes filling most of the frame,
+  mucosal folds, specular highlights and a dark frame border (Kvasir/CVC-like);
+- `retina_images`: fundus-like RGB photographs with a tree of thin vessels, the optic disc and a circular field
+  of view outside which the labels are ignore (DRIVE-like).
 
 Masks are class indices (0..K-1) with IGNORE (255) for ignore pixels, as `loader.DataLoader.raw_pair` gives them.
 """
@@ -312,11 +318,228 @@ def faint_spots(n: int = 60, shape=(128, 128), seed: int = 0):
     return images, masks, np.arange(n)
 
 
+# ---------------------------------------------------------------- published kinds: lesions, polyps, retinas
+
+LESION_CLASSES = ("background", "lesion")
+POLYP_CLASSES = ("background", "polyp")
+RETINA_CLASSES = ("background", "vessel")
+LESION_SHAPES = ((450, 600), (540, 720), (768, 1024))  # ISIC's sizes vary from 450x600 up to 1936x2592
+POLYP_SHAPES = ((288, 384), (332, 487), (480, 576))    # CVC-ClinicDB's 288x384; Kvasir's vary
+
+
+def _star_blob(rng, shape, centre, radius: float, roughness: float, aspect: float = 1.0) -> np.ndarray:
+    """Signed distance (px, approximately; positive inside) to a smooth star-shaped outline: a circle whose
+    radius varies with the angle by a few random low harmonics (roughness: their size), stretched by aspect."""
+    rows, cols = np.indices(shape, dtype=np.float32)
+    dy, dx = (rows - centre[0]) * aspect, cols - centre[1]
+    angle, distance = np.arctan2(dy, dx), np.hypot(dy, dx)
+    outline = np.ones_like(angle)
+    for k in range(2, 7):
+        outline += roughness / k * rng.standard_normal() * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
+    return radius * outline - distance
+
+
+def _soft(field: np.ndarray, width: float) -> np.ndarray:
+    """0 -> 1 across the outline field = 0 over about `width` px: a soft edge (logistic)."""
+    return (0.5 + 0.5 * np.tanh(field / (2 * max(width, 1e-3)))).astype(np.float32)
+
+
+def _traced(field: np.ndarray, rng, margin: float, amplitude: float, scale: float) -> np.ndarray:
+    """The region an annotator outlines: field > -margin (margin > 0: drawn that far outside the visible edge),
+    with a smooth outline that wanders about +-amplitude px (`hand_drawn` with a long correlation length)."""
+    return hand_drawn((field > -margin).astype(np.uint8), rng, amplitude, scale)
+
+
+def _curves(rng, shape, count: int, length) -> np.ndarray:
+    """count thin random curves (hairs, folds) as a 0/1 float map, one px wide: random walks with a slowly
+    turning direction."""
+    canvas = np.zeros(shape, np.float32)
+    for _ in range(count):
+        steps = int(rng.uniform(*length))
+        turn = np.cumsum(rng.normal(0, 0.03, steps)) + rng.normal(0, 1.5 / steps) * np.arange(steps)
+        angle = rng.uniform(0, 2 * np.pi) + turn
+        y = rng.uniform(0, shape[0]) + np.cumsum(np.sin(angle))
+        x = rng.uniform(0, shape[1]) + np.cumsum(np.cos(angle))
+        inside = (y >= 0) & (y < shape[0]) & (x >= 0) & (x < shape[1])
+        canvas[y[inside].astype(int), x[inside].astype(int)] = 1
+    return canvas
+
+
+def _lines(canvas: np.ndarray, width: float) -> np.ndarray:
+    """One-px curves (see _curves) drawn `width` px wide with soft sides, peak 1."""
+    return np.minimum(ndimage.gaussian_filter(canvas, width / 2) * (np.sqrt(2 * np.pi) * width / 2), 1)
+
+
+def _vignette(shape, strength: float, power: float = 4) -> np.ndarray:
+    """1 in the centre, falling to 1 - strength in the corners (a lens's or a dermoscope's fall-off)."""
+    rows, cols = np.indices(shape, dtype=np.float32)
+    r = np.hypot((rows - shape[0] / 2) / (shape[0] / 2), (cols - shape[1] / 2) / (shape[1] / 2)) / np.sqrt(2)
+    return 1 - strength * r ** power
+
+
+def _enlarged(array: np.ndarray, shape) -> np.ndarray:
+    """A smooth (H, W) or (H, W, C) float array enlarged to (H, W) `shape` (bilinear, Pillow: 100x faster than
+    scipy's zoom)."""
+    from PIL import Image
+
+    size = (shape[1], shape[0])
+    if array.ndim == 3:
+        return np.stack([_enlarged(array[..., c], shape) for c in range(array.shape[2])], axis=-1)
+    return np.asarray(Image.fromarray(array.astype(np.float32), "F").resize(size, Image.BILINEAR))
+
+
+def lesion_images(n: int = 24, shapes=LESION_SHAPES, seed: int = 0):
+    """n dermoscopy-like RGB photographs (shapes cycled), one lesion each; masks 0 skin / 1 lesion.
+
+    What makes them hard: the lesion's border is soft (a ramp of 1-8 px at 600 px) and often faint (a pale naevus
+    on pale skin), its inside is blotchy, hairs cross skin and lesion (thin, strong edges no label follows), the
+    skin has texture and uneven light, the corners are vignetted (some to black, a dermoscope's round field),
+    and the outline is traced by hand: smooth, wandering 1-3 px (at 600 px; more in larger images) and drawn up
+    to a few px outside the visible edge. Every image is an unrelated example. Images larger than 1024 px are
+    drawn at most 1024 px wide and enlarged before their noise is added (the same look, far faster).
+    """
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for k in range(n):
+        shape = tuple(shapes[k % len(shapes)])
+        zoom = -(-max(shape) // 1024)
+        small = tuple(-(-side // zoom) for side in shape)
+        s = max(small) / 600  # sizes below are for a 600 px image
+        skin = np.array([0.85, 0.64, 0.56]) + 0.04 * rng.standard_normal(3)
+        light = 1 + 0.07 * smooth_noise(rng, small, 80 * s)
+        texture = 0.025 * smooth_noise(rng, small, 1.5 * s)  # pores and skin lines
+        radius = rng.uniform(0.12, 0.42) * min(small)
+        centre = np.array(small) * (0.5 + rng.uniform(-0.12, 0.12, 2))
+        field = _star_blob(rng, small, centre, radius, rng.uniform(0.1, 0.35), rng.uniform(0.7, 1.3))
+        opacity = _soft(field, rng.uniform(1, 8) * s)
+        lesion = skin + rng.uniform(0.2, 1) * (np.array([0.42, 0.27, 0.2]) + 0.05 * rng.standard_normal(3) - skin)
+        blotches = 1 + 0.18 * smooth_noise(rng, small, 10 * s) - 0.1 * np.maximum(smooth_noise(rng, small, 3 * s), 0)
+        rgb = (skin * (1 - opacity)[..., None] + lesion * (opacity * blotches)[..., None]) * (light + texture)[..., None]
+        hair = _lines(_curves(rng, small, int(rng.choice([0, 2, 8, 25])), (100 * s, 500 * s)), rng.uniform(1, 3) * s)
+        rgb *= 1 - 0.75 * hair[..., None]
+        rgb *= _vignette(small, rng.uniform(0, 1.1), rng.choice([2, 6]))[..., None].clip(0.02)
+        if zoom > 1:
+            rgb, field, s = _enlarged(rgb, shape), _enlarged(field, shape) * zoom, s * zoom
+        images.append(finish_image(rgb, rng, blur=0.7, noise=0.015))
+        masks.append(_traced(field, rng, rng.uniform(-1, 4) * s, rng.uniform(1, 3) * s, 30 * s))
+    return images, masks, np.arange(n)
+
+
+def polyp_frames(n: int = 30, shapes=POLYP_SHAPES, seed: int = 0):
+    """n endoscopy-like RGB frames (shapes cycled), one or two polyps each; masks 0 mucosa / 1 polyp.
+
+    Polyps are smooth domes of nearly the mucosa's colour with soft borders, a third of them close up (filling
+    most of the frame, the outline partly outside it); mucosal folds and vessels, specular highlights (small,
+    saturated: the strongest edges in the frame), light that falls off to the sides, and in half the frames a
+    black border with rounded corners and an overlay box (no polyp is labelled where they hide it). Outlines
+    traced by hand.
+    """
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for k in range(n):
+        shape = tuple(shapes[k % len(shapes)])
+        s = max(shape) / 400
+        mucosa = np.array([0.8, 0.45, 0.38]) + 0.04 * rng.standard_normal(3)
+        light = _vignette(shape, rng.uniform(0.3, 0.7), 2) * (1 + 0.1 * smooth_noise(rng, shape, 40 * s))
+        folds = _lines(_curves(rng, shape, int(rng.integers(2, 7)), (80 * s, 300 * s)), rng.uniform(3, 8) * s)
+        vessels = _lines(_curves(rng, shape, int(rng.integers(5, 30)), (20 * s, 80 * s)), 1.2 * s)
+        rgb = mucosa * (light * (1 - 0.3 * folds))[..., None] - 0.12 * vessels[..., None] * [0, 1, 1]
+        labels = np.zeros(shape, np.uint8)
+        close_up = rng.random() < 0.35
+        for _ in range(1 if close_up or rng.random() < 0.7 else 2):
+            radius = rng.uniform(0.45, 0.75) if close_up else rng.uniform(0.1, 0.3)
+            centre = np.array(shape) * (0.5 + rng.uniform(-0.25, 0.25, 2) * (0.4 if close_up else 1))
+            field = _star_blob(rng, shape, centre, radius * min(shape), rng.uniform(0.05, 0.25), rng.uniform(0.8, 1.25))
+            opacity = _soft(field, rng.uniform(1.5, 6) * s)
+            dome = np.clip(field / (radius * min(shape)), 0, 1) ** 0.5  # lit from the camera: brighter on top
+            tint = mucosa * (1 + rng.uniform(-0.15, 0.12, 3)) * (0.9 + 0.15 * dome)[..., None]
+            rgb = rgb * (1 - opacity)[..., None] + tint * (light * opacity)[..., None]
+            labels |= _traced(field, rng, rng.uniform(-1, 3) * s, rng.uniform(1, 3) * s, 25 * s)
+        glints = np.zeros(shape, np.float32)
+        for _ in range(int(rng.integers(3, 15))):
+            glints = np.maximum(glints, _soft(_star_blob(rng, shape, rng.uniform(0, 1, 2) * shape,
+                                                          rng.uniform(1.5, 6) * s, 0.4), 0.7))
+        rgb = rgb * (1 - glints)[..., None] + glints[..., None]
+        if rng.random() < 0.5:  # the scope's black border (rounded corners) and an overlay box, unlabelled
+            corner = _star_blob(rng, shape, np.array(shape) / 2, 0.62 * np.hypot(*shape), 0)
+            rgb *= _soft(corner, 1)[..., None]
+            box = (slice(int(0.75 * shape[0]), shape[0]), slice(0, int(0.22 * shape[1])))
+            rgb[box] = [0.02, 0.02, 0.02]
+            labels[corner < 0] = 0
+            labels[box] = 0
+        images.append(finish_image(np.clip(rgb, 0, 1), rng, blur=0.8, noise=0.02))
+        masks.append(labels)
+    return images, masks, np.arange(n)
+
+
+def _vessel_tree(rng, shape, disc, fov_centre, fov_radius: float, width: float):
+    """Centre lines of a retina's vessels: (rows, cols, widths) of points one px apart, four arcades leaving the
+    optic disc at `disc` and branching into ever thinner vessels until they leave the field of view."""
+    points = []
+    temporal = 0 if disc[1] < shape[1] / 2 else np.pi  # the arcades bend round the macula
+    stack = [(disc[0], disc[1], temporal + turn, width, 0.9 * fov_radius * rng.uniform(1, 1.6))
+             for turn in (-1.2, 1.2, np.pi - 0.9, np.pi + 0.9)]
+    while stack:
+        y, x, angle, w, length = stack.pop()
+        for _ in range(int(length)):
+            angle += rng.normal(0, 0.05)
+            y, x = y + np.sin(angle), x + np.cos(angle)
+            if np.hypot(y - fov_centre[0], x - fov_centre[1]) > fov_radius:
+                break
+            points.append((y, x, w))
+            if w > 1.4 and rng.random() < 0.015:
+                side = rng.choice([-1, 1])
+                stack.append((y, x, angle + side * rng.uniform(0.5, 1.2), w * rng.uniform(0.5, 0.8),
+                              length * rng.uniform(0.3, 0.7)))
+                w *= 0.92
+    return np.array(points).T if points else np.zeros((3, 0))
+
+
+def retina_images(n: int = 20, shape=(584, 565), seed: int = 0):
+    """n fundus-like RGB photographs; masks 0 background / 1 vessel, IGNORE outside the circular field of view
+    (as the loader gives a dataset whose region-of-interest mask is 0 there).
+
+    Vessels 1-7 px wide, the thinnest barely visible (yet labelled, as manual tracings are), some faint ones
+    not labelled; the bright optic disc, the dark macula and the field of view's rim are strong edges no label
+    follows; light varies across the field. Labels follow the vessels with about 0.7 px of wander and their own
+    idea of the width.
+    """
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    rows, cols = np.indices(shape, dtype=np.float32)
+    s = min(shape) / 565
+    for _ in range(n):
+        fov_centre = np.array(shape) / 2 + rng.normal(0, 3, 2)
+        fov_radius = 0.47 * min(shape)
+        fov = np.hypot(rows - fov_centre[0], cols - fov_centre[1]) < fov_radius
+        disc = fov_centre + [rng.normal(0, 10 * s), rng.choice([-1, 1]) * rng.uniform(0.45, 0.6) * fov_radius]
+        macula = fov_centre + [rng.normal(0, 10 * s), (fov_centre[1] - disc[1]) * 0.45]
+        y, x, width = _vessel_tree(rng, shape, disc, fov_centre, fov_radius - 2, rng.uniform(5, 7) * s)
+        centre_line = np.zeros(shape, np.float32)
+        centre_line[y.astype(int), x.astype(int)] = width
+        distance, (near_y, near_x) = ndimage.distance_transform_edt(centre_line == 0, return_indices=True)
+        vessel_width = centre_line[near_y, near_x]
+        profile = np.clip(vessel_width / 2 + 0.5 - distance, 0, 1)  # 1 inside, a 1-px soft side
+        depth = profile * np.clip(0.15 + 0.12 * vessel_width, 0, 0.7)  # thin vessels barely darker
+        background = np.array([0.78, 0.38, 0.16]) + 0.04 * rng.standard_normal(3)
+        light = 0.75 + 0.2 * smooth_noise(rng, shape, 60 * s) - 0.35 * np.exp(
+            -((rows - macula[0]) ** 2 + (cols - macula[1]) ** 2) / (2 * (40 * s) ** 2))
+        disc_glow = _soft(_star_blob(rng, shape, disc, 38 * s, 0.1), 4 * s)
+        rgb = background * (light * (1 - depth))[..., None] + 0.45 * disc_glow[..., None] * [1, 1, 0.6]
+        rgb = np.where(fov[..., None], rgb, 0.03)
+        images.append(finish_image(np.clip(rgb, 0, 1), rng, blur=0.9, noise=0.02))
+        drawn = distance < vessel_width * rng.uniform(0.45, 0.65) + 0.3  # the annotator's idea of the width
+        drawn &= ~((vessel_width < 1.8) & (smooth_noise(rng, shape, 15) > 1))  # some faint vessels missed
+        mask = hand_drawn(drawn.astype(np.uint8), rng, 0.7, 4)
+        masks.append(np.where(fov, mask, IGNORE).astype(np.uint8))
+    return images, masks, np.arange(n)
+
+
 # ---------------------------------------------------------------- planted misplacements
 
 
 def plant_misplacements(masks, sequence, rng, count: int):
-    """count misplacements planted at random labelled pairs (a third each): shifts of 4-8 px, left-right flips,
+    """count misplacements planted at random labelled pairs (a third each): shifts of 3-8 px, left-right flips,
     swaps between distant examples (different sequences, or far apart in one); returns (masks, {index: defect})."""
     masks = list(masks)
     n = len(masks)
@@ -328,7 +551,7 @@ def plant_misplacements(masks, sequence, rng, count: int):
         i = int(free.pop())
         kind = ("shift", "flip_lr", "swap")[k % 3]
         if kind == "shift":
-            size = int(rng.integers(4, 9))
+            size = int(rng.integers(3, 9))
             dy, dx = [size, int(rng.integers(-size, size + 1))][:: 1 if rng.random() < 0.5 else -1]
             dy, dx = dy * rng.choice([-1, 1]), dx * rng.choice([-1, 1])
             masks[i] = moved(masks[i], int(dy), int(dx), 0) if rng.random() < 0.5 else np.roll(masks[i], (dy, dx), (0, 1))

@@ -1,7 +1,9 @@
 """The audit: content flags, duplicates, the domain checks a description turns on, the report's key, and the
 alignment check judged on planted misplacements: in the example data and in realistic synthetic datasets."""
+import functools
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -9,10 +11,11 @@ import time
 import audit_synthetic as syn
 import numpy as np
 import pytest
-from conftest import CLI
+from conftest import CLI, PROJECT_DIR
+from PIL import Image
 from synthetic import write_dataset, write_dataset_json, write_layout
 
-from maskpair import audit
+from maskpair import audit, jsonio
 from maskpair.audit import alignment, domain
 from maskpair.audit import dataset as audit_dataset_module
 from maskpair.audit import sheet as audit_sheet
@@ -22,6 +25,7 @@ from maskpair.errors import DataError
 SPINE = ("background", "disc", "vertebra")
 SPINE_CHECKS = {"alternating": ["disc", "vertebra"], "extent": True}
 PLANT_TRIALS = 10
+EXAMPLE_DRAWS = 6
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def real(example_data):
     the example's dataset.json (its audit switches turn the spine checks on)."""
     data = DataLoader(example_data, batch_size=1, cache=False, progress=False)
     images, masks = zip(*(data.raw_pair(name) for name in data.names))
-    edges = [alignment.edge_map(image) for image in images]
+    edges = [alignment.oriented_edges(image) for image in images]
     return data.names, list(images), list(masks), edges, audit.audit_dataset(example_data)
 
 
@@ -131,6 +135,18 @@ def test_planted_defects_are_found(real):
     assert worst <= 1, f"{alarms} false alarms among {untouched} untouched pairs"
 
 
+def test_most_of_many_planted_misplacements_are_found(real):
+    """Issue 29's target on the example pairs: at least 95% of planted misplacements found and at most 5% of the
+    untouched pairs flagged, over seeded draws that each plant 8 among the 17 labelled pairs (two shifts of 3-8
+    px, rolled or padded, two left-right flips, two swaps: syn.plant_misplacements), so that the median pair is
+    nearly a misplaced one. Measured (the 6 draws here): see docs/audit.md."""
+    _, images, masks, edges, _ = real
+    alarms, untouched, detected, planted = alarm_and_recall(images, masks, np.arange(len(masks)), SPINE,
+                                                            EXAMPLE_DRAWS, count=6, edges=edges)
+    assert detected >= 0.95 * planted, f"{detected} of {planted} planted misplacements flagged"
+    assert alarms <= 0.05 * untouched, f"{alarms} false alarms among {untouched} untouched pairs"
+
+
 @pytest.mark.parametrize("defect, expected", [
     (lambda m: m[:, ::-1], "misaligned:flip_lr"),
     (lambda m: m[::-1], "misaligned:flip_ud"),
@@ -164,23 +180,34 @@ def test_a_dataset_wide_offset_is_one_finding_not_a_flag_per_pair(real):
 # ---------------------------------------------------------------- realistic synthetic datasets
 
 
-@pytest.fixture(scope="module")
-def generated():
-    """name -> (images, masks, sequence ids, class names) of each generated dataset (see audit_synthetic)."""
-    return {"street": (*syn.street_scenes(60), syn.STREET_CLASSES), "em": (*syn.em_slices(40), syn.EM_CLASSES),
-            "blobs": (*syn.blob_frames(40), syn.BLOB_CLASSES)}
+GENERATED = {  # name -> (images, masks, sequence ids, class names) of each generated dataset (audit_synthetic)
+    "street": lambda: (*syn.street_scenes(60), syn.STREET_CLASSES),
+    "em": lambda: (*syn.em_slices(40), syn.EM_CLASSES),
+    "blobs": lambda: (*syn.blob_frames(40), syn.BLOB_CLASSES),
+    "lesion": lambda: (*syn.lesion_images(24), syn.LESION_CLASSES),
+    "polyp": lambda: (*syn.polyp_frames(30), syn.POLYP_CLASSES),
+    "retina": lambda: (*syn.retina_images(16), syn.RETINA_CLASSES),
+}
+RECALL = {"street": 0.9, "em": 0.9, "blobs": 0.9, "retina": 0.9}  # lesion, polyp: see the test's docstring
 
 
-def alarm_and_recall(images, masks, sequence, classes, trials: int, seed: int = 0):
+@functools.cache
+def generated(name: str):
+    """GENERATED[name](), made once per test session."""
+    return GENERATED[name]()
+
+
+def alarm_and_recall(images, masks, sequence, classes, trials: int, count: int | None = None, edges=None,
+                     seed: int = 0):
     """(false alarms, untouched labelled pairs, detected, planted) over seeded trials of plant_misplacements,
-    each planting a tenth of the pairs (at least 3)."""
+    each planting count (default: a tenth of the pairs, at least 3)."""
     names = [str(k) for k in range(len(images))]
-    edges = [alignment.edge_map(image) for image in images]
+    edges = [alignment.oriented_edges(image) for image in images] if edges is None else edges
     labelled = [k for k, mask in enumerate(masks) if ((mask != 0) & (mask != syn.IGNORE)).any()]
     alarms = untouched = detected = planted = 0
     for trial in range(trials):
         rng = np.random.default_rng([seed, trial])
-        trial_masks, defects = syn.plant_misplacements(masks, sequence, rng, max(3, len(masks) // 10))
+        trial_masks, defects = syn.plant_misplacements(masks, sequence, rng, count or max(3, len(masks) // 10))
         found = {int(name) for name in misaligned(audit.audit_arrays(names, images, trial_masks, classes,
                                                                      edges=edges))}
         detected, planted = detected + len(found & set(defects)), planted + len(defects)
@@ -189,13 +216,16 @@ def alarm_and_recall(images, masks, sequence, classes, trials: int, seed: int = 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["street", "em", "blobs"])
-def test_false_alarms_and_recall_on_realistic_data(generated, dataset):
-    """Issue 20's targets: at most 5% of untouched pairs flagged, at least 90% of planted misplacements.
-    Measured (3 trials each): street 0/156 false alarms, 24/24 found; em 0/105, 15/15; blobs 0/105, 15/15."""
-    alarms, untouched, detected, planted = alarm_and_recall(*generated[dataset], trials=3)
+@pytest.mark.parametrize("dataset", GENERATED)
+def test_false_alarms_and_recall_on_realistic_data(dataset):
+    """Issues 20 and 30's targets: at most 5% of untouched pairs flagged on every kind, at least 90% of planted
+    misplacements found where the image shows the outlines. Lesions and polyps have no recall target: their
+    borders are soft and often faint (as in the public sets they imitate), and a misplaced outline the image
+    does not show cannot be told from a right one; they are here for the false alarms (the issue's dermoscopy
+    set had 4 of 16 untouched pairs flagged). Measured: see docs/audit.md."""
+    alarms, untouched, detected, planted = alarm_and_recall(*generated(dataset), trials=3)
     assert alarms <= 0.05 * untouched, f"{dataset}: {alarms} false alarms among {untouched} untouched pairs"
-    assert detected >= 0.9 * planted, f"{dataset}: {detected} of {planted} planted misplacements flagged"
+    assert detected >= RECALL.get(dataset, 0) * planted, f"{dataset}: {detected} of {planted} planted flagged"
 
 
 @pytest.mark.slow
@@ -208,8 +238,29 @@ def test_faint_outlines_are_not_flagged_by_chance():
     assert alarms <= 0.05 * untouched and detected >= 0.5 * planted
 
 
-def test_near_duplicate_frames_and_an_offset_do_not_flag(generated):
-    images, masks, _, classes = generated["street"]
+@pytest.mark.slow
+def test_large_photographs_are_judged_reduced_and_in_time(tmp_path):
+    """Issue 30: a dataset of 16 pairs of 2592x1936 audited in under two minutes on 2 cores (measured by
+    `bench/bench_audit.py --large`); here 4 such pairs as files (JPEG, 0/255 PNG masks), in a quarter of that.
+    They are judged reduced by 3 (alignment.reduced), shifts reported in their own pixels; one mask flipped."""
+    images, masks, _ = syn.lesion_images(4, shapes=((1936, 2592),), seed=3)
+    masks[3] = masks[3][:, ::-1]
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for k, (image, mask) in enumerate(zip(images, masks)):
+        Image.fromarray(image).save(tmp_path / "images" / f"ISIC_{k}.jpg", quality=90)
+        Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "masks" / f"ISIC_{k}.png")
+    write_dataset_json(tmp_path, name="lesions", channel_names={"0": "R", "1": "G", "2": "B"},
+                       labels={"skin": 0, "lesion": 255})
+    start = time.perf_counter()
+    report = audit.audit_dataset(tmp_path)
+    assert time.perf_counter() - start < 30
+    assert flags_of(report) == {"ISIC_0": [], "ISIC_1": [], "ISIC_2": [], "ISIC_3": ["misaligned:flip_lr"]}
+    assert all(v % 3 == 0 for entry in report["examples"] for v in entry["alignment"]["best_shift"])
+
+
+def test_near_duplicate_frames_and_an_offset_do_not_flag():
+    images, masks, _, classes = generated("street")
     report = audit.audit_arrays([str(k) for k in range(len(images))], images, masks, classes)
     assert not misaligned(report)
     assert [(f["code"], f["shift"]) for f in report["dataset_findings"]] == [("dataset_offset", [1, 0])]
@@ -262,7 +313,7 @@ def test_any_dataset_layout_is_audited(tmp_path, layout):
     assert report["labels"] == list(DataLoader(root, cache=False).labels)
     assert {flag.split(":")[0] for flags in flags_of(report).values() for flag in flags} <= \
         {"empty_mask", "missing_class", "duplicate_of", "misaligned"}  # no domain checks without the switches
-    assert "vertebra" not in json.dumps(report["examples"])
+    assert "vertebra" not in jsonio.dumps(report["examples"])
 
 
 # ---------------------------------------------------------------- domain checks (spine-like structure)
@@ -374,14 +425,30 @@ def run_cli(*args):
                           check=False, capture_output=True, text=True, timeout=120)
 
 
-def test_cli_writes_report_sheet_and_summary(example_data, tmp_path):
-    result = run_cli(example_data, "--json", tmp_path / "r.json")
+def test_cli_from_a_users_folder_writes_report_sheet_and_findings(example_data, tmp_path):
+    """`maskpair audit DATA --json OUT/audit.json` run from a user's folder that holds its own config.py,
+    errors.py, model.py and utils.py (each refuses to be imported), on a copy of the example data with mask 7
+    moved 6 px right: exit 0, and the written report names the misplaced pair. In memory its `misaligned` is a
+    numpy bool (`np.float64(1) > 0.5`): the report that crashed the audit before the one JSON writer."""
+    data = shutil.copytree(example_data, tmp_path / "spine")
+    np.save(data / "masks" / "7.npy", syn.moved(np.load(data / "masks" / "7.npy"), 0, 6, 0))
+    user = tmp_path / "user"
+    user.mkdir()
+    for name in ("config.py", "errors.py", "model.py", "utils.py"):
+        (user / name).write_text(f"raise ImportError('the user\\'s own {name} was imported')\n")
+    out = tmp_path / "out" / "audit.json"
+    result = subprocess.run([*CLI, "audit", data, "--json", out], cwd=user, check=False, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)})
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = json.loads(out.read_text())
     assert [e["name"] for e in report["examples"]] == [str(k) for k in range(20)]
-    assert (tmp_path / "r.png").stat().st_size > 10_000
-    assert "empty_mask" in result.stdout and "13: missing_class:vertebra" in result.stdout
-    assert audit.current_report(tmp_path / "r.json", example_data) is not None
+    entry = report["examples"][7]
+    assert "misaligned:shift(0,-6)" in entry["flags"] and entry["alignment"]["misaligned"] is True
+    assert misaligned(report) == {"7"} and report["counts"]["misaligned"] == 1
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "7: misaligned:shift(0,-6)" in result.stdout and "13: missing_class:vertebra" in result.stdout
+    assert audit.current_report(out, data) is not None
+    assert isinstance(audit.audit_dataset(data)["examples"][7]["alignment"]["misaligned"], np.bool_)
 
 
 def test_cli_bad_input_is_one_line_per_problem_without_traceback(tmp_path):

@@ -12,13 +12,13 @@ from itertools import repeat
 
 import numpy as np
 
-from maskpair.audit.alignment import edge_map, fit_measures, full_scores
+from maskpair.audit.alignment import fit_measures, full_scores, oriented_edges, reduced
 from maskpair.audit.content import class_components, digest
 from maskpair.audit.domain import anatomical_order, checked_options, edge_margins
 from maskpair.audit.report import FLAG_CODES, build_report, data_key, flagged
 from maskpair.data.description import IGNORE_INDEX
 from maskpair.data.loader import DataLoader
-from maskpair.data.reading import read_pair
+from maskpair.data.reading import mask_to_labels, read_mask_values, read_pair
 from maskpair.errors import DataError
 
                         # character, so lines are cut to the thumbnail's width)
@@ -27,15 +27,17 @@ CHUNK = 16              # pairs per worker task
 
 
 def measure_pair(image, mask, labels, options: dict, edges=None) -> dict:
-    """Everything the audit needs of one pair, compact (no full-size arrays kept)."""
+    """Everything the audit needs of one pair, compact (no full-size arrays kept). edges: the `oriented_edges`
+    of the image as `alignment.reduced` gives it, if the caller has them."""
     mask = np.asarray(mask)
+    small_image, small_mask, factor = reduced(image, mask)
     labelled = (mask != 0) & (mask != IGNORE_INDEX)
     measures = {"classes": class_components(mask, labels), "image_digest": digest(image),
                 "mask_digest": digest(mask), "labelled": bool(labelled.any()),
                 "foreground": int(np.count_nonzero(labelled)),
                 "present": [int(v) for v in np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[:IGNORE_INDEX])],
                 "margins": edge_margins(mask),
-                "fit": fit_measures(edge_map(image) if edges is None else edges, mask)}
+                "fit": fit_measures(oriented_edges(small_image) if edges is None else edges, small_mask, factor)}
     if options.get("alternating") and measures["labelled"]:
         measures["order"] = anatomical_order(image, mask, labels, tuple(options["alternating"]))
     return measures
@@ -61,7 +63,8 @@ def audit_arrays(names, images, masks, labels, options: dict | None = None, prog
     """Audit in-memory pairs: images (H, W) or (H, W, C) uint8/float in [0, 1], masks (H, W) class indices with
     IGNORE_INDEX for ignore pixels; labels: class names by index; options: the description's "audit" switches.
 
-    edges: the `edge_map` of each image, when the caller already has them (they depend on images only).
+    edges: the `alignment.oriented_edges` of each image (as `alignment.reduced` gives it), when the caller
+    already has them (they depend on images only).
     """
     options = checked_options(options, tuple(labels))
     tick = _progress_callback(progress, len(names))
@@ -69,9 +72,14 @@ def audit_arrays(names, images, masks, labels, options: dict | None = None, prog
     for i in range(len(names)):
         measures.append(measure_pair(images[i], masks[i], labels, options, None if edges is None else edges[i]))
         tick(i + 1)
-    edges_of = (lambda i: edge_map(images[i])) if edges is None else edges.__getitem__
+    def edges_of(i):
+        return oriented_edges(reduced(images[i], masks[i])[0]) if edges is None else edges[i]
+
+    def mask_of(i):
+        return reduced(images[i], masks[i])[1]
+
     return build_report(names, measures, labels, options,
-                        lambda requests, offset: full_scores(requests, offset, edges_of, masks.__getitem__))
+                        lambda requests, centres: full_scores(requests, centres, edges_of, mask_of))
 
 
 
@@ -140,17 +148,21 @@ def measure_dataset(data, options, tick, pool) -> list[dict]:
 
 
 
-def _full_scores_from_files(requests, paths, description, offset):
-    """full_scores of the requests, each pair read from its files at most once (one worker task)."""
-    pair = lru_cache(maxsize=None)(lambda i: read_pair(*paths[i], description))
-    return full_scores(requests, offset, lambda i: edge_map(pair(i)[0]), lambda i: pair(i)[1])
+def _full_scores_from_files(requests, paths, description, centres):
+    """full_scores of the requests, each file read at most once (one worker task): the pairs scored whole, the
+    masks of their swap partners alone."""
+    pair = lru_cache(maxsize=None)(lambda i: reduced(*read_pair(*paths[i], description)))
+    partner = lru_cache(maxsize=None)(
+        lambda i: reduced(None, mask_to_labels(read_mask_values(paths[i][1]), description, paths[i][1]))[1])
+    return full_scores(requests, centres, lambda i: oriented_edges(pair(i)[0]),
+                       lambda i: pair(i)[1] if i in requests else partner(i))
 
 
 
 def full_scorer(data, pool):
-    """score_in_full(requests, offset) for a dataset's pairs (see full_scores), in tasks of CHUNK images."""
+    """score_in_full(requests, centres) for a dataset's pairs (see full_scores), in tasks of CHUNK images."""
 
-    def score_in_full(requests: dict, offset) -> dict:
+    def score_in_full(requests: dict, centres) -> dict:
         items = sorted(requests.items())
         groups = [dict(items[k:k + CHUNK]) for k in range(0, len(items), CHUNK)]
         paths = [{k: data.pairs[data.names[k]]
@@ -158,7 +170,7 @@ def full_scorer(data, pool):
                  for group in groups]
         found = {}
         for part in (map if pool is None else pool.map)(_full_scores_from_files, groups, paths,
-                                                         repeat(data.description), repeat(offset)):
+                                                         repeat(data.description), repeat(centres)):
             found.update(part)
         return found
 

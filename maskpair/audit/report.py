@@ -14,7 +14,8 @@ from maskpair.data.description import DESCRIPTION_FILE, read_declared
 from maskpair.data.files import pair_files
 from maskpair.jsonio import write_json
 
-REPORT_FORMAT = 2   # part of the report's key: a report of another format is never reused
+REPORT_FORMAT = 3   # part of the report's key: a report of another format is never reused (3: oriented edge fit,
+                    # evidence from a cluster-robust standard error judged against the median pair's)
 # Every flag starts with one of these code words, then (where shown) a colon and a detail.
 FLAG_CODES = {
     "empty_mask": "the mask has no pixel of any class but the background (ignore pixels do not count)",
@@ -45,12 +46,14 @@ DATASET_FINDING_CODES = {
 def settings(options: dict) -> dict:
     """Everything the findings depend on besides the data: thresholds and the description's audit switches."""
     return {"format": REPORT_FORMAT, "audit": dict(sorted(options.items())),
-            "edge_sigma": alignment.EDGE_SIGMA, "edge_quantile": alignment.EDGE_QUANTILE,
+            "analysis_side": alignment.ANALYSIS_SIDE, "edge_sigma": alignment.EDGE_SIGMA,
+            "edge_quantile": alignment.EDGE_QUANTILE, "normal_sigma": alignment.NORMAL_SIGMA,
             "max_shift": alignment.MAX_SHIFT, "min_shift": alignment.MIN_SHIFT, "tolerance": alignment.TOLERANCE,
             "coarse_side": alignment.COARSE_SIDE, "screen_margin": alignment.SCREEN_MARGIN,
             "swap_candidates": alignment.SWAP_CANDIDATES, "min_gain": alignment.MIN_GAIN,
             "above_median": alignment.ABOVE_MEDIAN, "evidence": alignment.EVIDENCE,
-            "sample_pixels": alignment.SAMPLE_PIXELS, "missing_class_share": content.MISSING_CLASS_SHARE,
+            "evidence_above_median": alignment.EVIDENCE_ABOVE_MEDIAN, "noise_cell": alignment.NOISE_CELL,
+            "missing_class_share": content.MISSING_CLASS_SHARE,
             "major_class_share": content.MAJOR_CLASS_SHARE, "short_column": domain.SHORT_COLUMN}
 
 
