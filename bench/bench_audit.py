@@ -10,7 +10,7 @@ the alignment check's false alarms and recall on realistic generated datasets of
 
 The pairs are seeded flips, shifts and brightness changes of the 20 example pairs (fetched into data/spine-mri
 if missing), with a dataset.json that turns the spine checks on, written once under
-~/.cache/segkit-bench/audit-N and reused. Memory is sampled every 50 ms over the measuring process and its
+~/.cache/maskpair-bench/audit-N and reused. Memory is sampled every 50 ms over the measuring process and its
 worker processes: "peak anon MB" is the largest sum of their Pss_Anon (what they really hold: mapped file pages
 do not count, and pages a forked worker still shares with its parent count once), "peak RSS MB" the measuring
 process's own VmHWM; "CPU s" is their user + system time, which a busy machine inflates less than wall time.
@@ -35,7 +35,7 @@ from maskpair.audit import alignment
 from maskpair.data.fetch import EXAMPLE_DATA_DIR, fetch_example_data
 from maskpair.data.loader import DataLoader
 
-CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench"
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maskpair-bench"
 SPINE_DESCRIPTION = {"name": "spine MRI (generated for the audit benchmark)", "channel_names": {"0": "T2"},
                      "labels": {"background": 0, "disc": 1, "vertebra": 2},
                      "audit": {"alternating": ["disc", "vertebra"], "extent": True}}

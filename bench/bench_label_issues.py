@@ -16,7 +16,7 @@ of each budget's epoch, the weights a run of that many epochs ends with (early s
 so far), which is exact because a run's first N epochs do not depend on how many follow (data, augmentation and
 learning-rate schedule are seeded per epoch; checked by `python bench/bench_label_issues.py --check-snapshots`).
 A budget's time is the time the folds took to reach its last epoch, plus predicting.
-The out-of-fold softmax maps are kept under ~/.cache/segkit-bench/label-issues/<dataset>-<folds>f-<seed>s-<E>e/<N>/
+The out-of-fold softmax maps are kept under ~/.cache/maskpair-bench/label-issues/<dataset>-<folds>f-<seed>s-<E>e/<N>/
 (E the largest budget, N each budget). Then every example that can take it gets each planted error in turn
 (label_issues' planters: a structure erased or relabelled, three seeds each; the mask dilated by 2, 3 and 4 px;
 its 2, 3 or 4 lowest structures deleted) and is scored again with its own out-of-fold maps: exact, because the
@@ -51,7 +51,7 @@ from maskpair.label_issues.folds import label_issue_config
 from maskpair.training import config
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench" / "label-issues"
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maskpair-bench" / "label-issues"
 # Generated datasets (tests/audit_synthetic.py: hand-drawn-like labels whose outlines wander 1-2 px, as real
 # ones do): name -> what it is. Written as images/ + masks/ PNG with a dataset.json.
 GENERATED = {

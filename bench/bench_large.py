@@ -7,7 +7,7 @@ Reading rows time every pair of the set once per round (one thread) and keep eac
 pair; "x ours" is the row's time over maskpair's at the same size. Store rows run in their own subprocess:
 `DataLoader(cache=...)` construction time and peak RssAnon above the subprocess's baseline (what the process
 really holds; the disk cache's mapped pages are not anonymous). The data are written once under
-~/.cache/segkit-bench/large-16 (images: smooth noise with a darker disc, JPEG quality 90; masks: the disc, 0/255).
+~/.cache/maskpair-bench/large-16 (images: smooth noise with a darker disc, JPEG quality 90; masks: the disc, 0/255).
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time

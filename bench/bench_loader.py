@@ -19,7 +19,7 @@ largest), so a busy neighbour during one configuration does not skew the ratios.
 construction (for the disk cache: a reopen; its first open, which builds it, is measured once per set and listed
 under the table), "first batch s" adds the first batch.
 Generated sets (seeded flips/shifts of the real pairs, same size and file types, the real set's dataset.json)
-are written once under ~/.cache/segkit-bench and reused; their disk caches beside them are rebuilt every run.
+are written once under ~/.cache/maskpair-bench and reused; their disk caches beside them are rebuilt every run.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ LOADERS = {
 }
 TF_DATA = ("tf.data decode", "tf.data cache")  # "x tf.data": over the faster of the two (the issue's baselines)
 FIT_INPUTS = ("fit input, memory", "fit input, disk")
-CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench"
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maskpair-bench"
 COPY_POOL_BYTES = 256 * 2**20  # the copy bounds copy from this much precomputed data: well beyond the LLC
 TIMED_CHUNKS = 10
 MB, GB = 2**20, 2**30

@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_review.py --pairs 200 --steps 20   # a smoke run
 
 Pairs: seeded flips/shifts of the example pairs (data/spine-mri, fetched if missing), 256x256, images/ + masks/
-PNG with the example's dataset.json, written once to ~/.cache/segkit-bench/review-<n>/. Each scenario starts
+PNG with the example's dataset.json, written once to ~/.cache/maskpair-bench/review-<n>/. Each scenario starts
 its own JupyterLab (temp notebook folder, the project installed) and headless Chromium (/usr/bin/chromium),
 opens notebooks/02 on a kernel started beforehand, clicks Run > Run All Cells and measures:
 
@@ -45,7 +45,7 @@ from maskpair.data.files import pair_files
 from maskpair.data.inspection import progress_bar
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "segkit-bench"
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maskpair-bench"
 TEMPLATES = PROJECT_DIR / "data" / "spine-mri"
 NOTEBOOK = "notebooks/02_verify_alignment.ipynb"
 MB = 2**20

@@ -594,3 +594,36 @@ def test_a_fold_trained_by_two_local_workers_is_written_once_by_the_chief(tmp_pa
     record = json.loads((out / "folds" / "fold-0" / "fold.json").read_text())
     assert record["summary"]["workers"] == 2 and len(record["examples"]) == 4
     assert [p.name for p in (out / "folds").iterdir()] == ["fold-0"]
+
+
+def test_plant_errors_writes_masks_as_the_dataset_stores_them(tmp_path):
+    """Colour-coded masks get colours: the copy reads with the same description, and only planted examples
+    differ."""
+    from published import write_published
+
+    data = write_published(tmp_path / "camvid", "camvid", n=8)
+    planted = planting.plant_errors(data.root, tmp_path / "copy", per_kind=1, seed=0)
+    original, copy = DataLoader(data.root), DataLoader(tmp_path / "copy")
+    assert copy.description.labels == original.description.labels
+    for name in original.names:
+        before, after = original.get_mask(name), copy.get_mask(name)
+        assert np.array_equal(before, after) == (name not in planted), name
+        assert np.array_equal(before == IGNORE_INDEX, after == IGNORE_INDEX), name
+
+
+def test_a_written_mask_with_a_field_of_view_reads_back_as_written(tmp_path):
+    """A GIF mask beside an ROI (DRIVE's layout): the label map written, outside the field of view included, is
+    what the loader reads back, and the file stays a GIF."""
+    from published import write_published
+
+    data = write_published(tmp_path / "drive", "drive", n=2)
+    copy = tmp_path / "copy"
+    shutil.copytree(data.root, copy)
+    original = DataLoader(data.root)
+    name = original.names[0]
+    labels = original.get_mask(name)
+    flipped = np.where(labels == IGNORE_INDEX, IGNORE_INDEX, 1 - labels).astype(np.uint8)
+    target = copy / Path(original.pairs[name][1]).relative_to(data.root)
+    planting.write_mask(target, flipped, original.description, Path(original.pairs[name][1]))
+    assert Image.open(target).format == "GIF"
+    assert np.array_equal(DataLoader(copy).get_mask(name), flipped)

@@ -17,8 +17,9 @@ from maskpair.audit.content import class_components, digest
 from maskpair.audit.domain import anatomical_order, checked_options, edge_margins
 from maskpair.audit.report import FLAG_CODES, build_report, data_key, flagged
 from maskpair.data.description import IGNORE_INDEX
+from maskpair.data.files import dataset_files
 from maskpair.data.loader import DataLoader
-from maskpair.data.reading import mask_to_labels, read_mask_values, read_pair
+from maskpair.data.reading import read_pair
 from maskpair.errors import DataError
 
                         # character, so lines are cut to the thumbnail's width)
@@ -147,16 +148,12 @@ def measure_dataset(data, options, tick, pool) -> list[dict]:
     return measures
 
 
-
 def _full_scores_from_files(requests, paths, description, centres):
     """full_scores of the requests, each file read at most once (one worker task): the pairs scored whole, the
     masks of their swap partners alone."""
+    # a partner's mask read with its image: read_pair applies the ROI and max_size as for every pair
     pair = lru_cache(maxsize=None)(lambda i: reduced(*read_pair(*paths[i], description)))
-    partner = lru_cache(maxsize=None)(
-        lambda i: reduced(None, mask_to_labels(read_mask_values(paths[i][1]), description, paths[i][1]))[1])
-    return full_scores(requests, centres, lambda i: oriented_edges(pair(i)[0]),
-                       lambda i: pair(i)[1] if i in requests else partner(i))
-
+    return full_scores(requests, centres, lambda i: oriented_edges(pair(i)[0]), lambda i: pair(i)[1])
 
 
 def full_scorer(data, pool):
@@ -191,7 +188,7 @@ def audit_dataset(data_dir, progress=None, options: dict | None = None) -> dict:
         measures = measure_dataset(data, options, _progress_callback(progress, len(data.names)), pool)
         report = build_report(list(data.names), measures, data.labels, options, full_scorer(data, pool))
     report["data_dir"] = str(data_dir)
-    report["key"] = data_key(data_dir, data.pairs, options)
+    report["key"] = data_key(data_dir, dataset_files(data_dir), options)
     return report
 
 

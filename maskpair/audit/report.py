@@ -11,7 +11,7 @@ from maskpair.audit.alignment import decide_alignment
 from maskpair.audit.content import content_flags, duplicates
 from maskpair.audit.domain import short_column_flags
 from maskpair.data.description import DESCRIPTION_FILE, read_declared
-from maskpair.data.files import pair_files
+from maskpair.data.files import dataset_files
 from maskpair.jsonio import write_json
 
 REPORT_FORMAT = 3   # part of the report's key: a report of another format is never reused (3: oriented edge fit,
@@ -99,18 +99,18 @@ def flag_counts(examples) -> dict[str, int]:
 
 
 
-def data_key(data_dir, pairs: dict, options: dict) -> str:
-    """Digest of the data files (names, sizes, modification times), dataset.json and the audit's settings."""
+def data_key(data_dir, files: dict, options: dict) -> str:
+    """Digest of the data files (`files.dataset_files`: image, mask and ROI; names, sizes, modification times),
+    dataset.json and the audit's settings."""
     parts = [json.dumps(settings(options), sort_keys=True)]
     description_file = Path(data_dir) / DESCRIPTION_FILE
     if description_file.is_file():
         parts.append(description_file.read_text())
-    for name, paths in pairs.items():
+    for name, paths in files.items():
         for path in paths:
             stat = Path(path).stat()
             parts.append(f"{name}\t{Path(path).name}\t{stat.st_size}\t{stat.st_mtime_ns}")
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
-
 
 
 def current_report(path, data_dir, options: dict | None = None) -> dict | None:
@@ -122,7 +122,7 @@ def current_report(path, data_dir, options: dict | None = None) -> dict | None:
     except (OSError, ValueError):
         return None
     options = read_declared(data_dir)["audit"] if options is None else options
-    key = data_key(data_dir, pair_files(data_dir), dict(options))
+    key = data_key(data_dir, dataset_files(data_dir), dict(options))
     return report if isinstance(report, dict) and report.get("key") == key else None
 
 

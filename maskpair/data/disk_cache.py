@@ -51,7 +51,7 @@ def cache_key(data_dir, folders, full_size: bool = False) -> str:
     """Digest of the format, dataset.json's bytes, `full_size` and (folder/name, size, mtime_ns) of every visible
     file in `folders` (`files.source_folders`), so any file added, removed, replaced or touched changes the key."""
     description = Path(data_dir) / DESCRIPTION_FILE
-    digest = hashlib.sha256(f"segkit disk cache {FORMAT_VERSION} full_size={bool(full_size)}\n".encode())
+    digest = hashlib.sha256(f"maskpair disk cache {FORMAT_VERSION} full_size={bool(full_size)}\n".encode())
     digest.update(description.read_bytes() if description.is_file() else b"(no dataset.json)")
     for folder in folders:
         # scandir's entries carry their path as a string: 20,000 stats cost ~0.1 s, pathlib objects as much again

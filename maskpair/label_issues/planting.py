@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from maskpair.atomic import write_atomically
 from maskpair.data.description import IGNORE_INDEX
 from maskpair.data.loader import DataLoader
 from maskpair.data.reading import read_mask_values
@@ -122,18 +123,23 @@ def plant(error: str, mask: np.ndarray, rng, n_classes: int) -> np.ndarray | Non
 
 
 def write_mask(path: Path, labels: np.ndarray, description, like: Path) -> None:
-    """Write a label map (class indices, IGNORE_INDEX) as mask values of `description`, in the file type and
-    value type of the mask `like`."""
-    values = np.zeros(IGNORE_INDEX + 1, np.int64)
-    values[: description.n_classes] = description.class_values
-    if description.ignore_value is not None:
-        values[IGNORE_INDEX] = description.ignore_value
-    array = values[labels].astype(read_mask_values(like).dtype)
+    """Write a label map (class indices, IGNORE_INDEX) as the mask values of `description`
+    (`DatasetDescription.encode`: values, colours, ROI-outside pixels), in the file type and value type of the
+    mask `like`; the bytes go to `path` in one step (`write_atomically`)."""
+    array = description.encode(labels)
+    if array.ndim == 2:
+        array = array.astype(read_mask_values(like).dtype)
     if path.suffix.lower() == ".npy":
-        np.save(path, array)
-    else:
-        Image.fromarray(array).save(path)
-
+        write_atomically(path, lambda temporary: np.save(temporary, array))
+        return
+    with Image.open(like) as original:
+        palette = original.getpalette() if original.mode == "P" else None
+    image = Image.fromarray(array)
+    if palette is not None:  # a palette mask is read as its indices: write the indices under the same palette
+        image = Image.frombytes("P", image.size, array.astype(np.uint8).tobytes())
+        image.putpalette(palette)
+    # optimize=False: PIL would otherwise drop unused palette entries and renumber the indices
+    write_atomically(path, lambda temporary: image.save(temporary, optimize=False))
 
 
 def plant_errors(data_dir, copy_dir, per_kind: int, seed: int = 0) -> dict[str, str]:

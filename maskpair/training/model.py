@@ -36,7 +36,7 @@ def images_to_unit_range(images):
     return tf.cast(images, tf.float32)
 
 
-@tf.keras.utils.register_keras_serializable(package="segkit")
+@tf.keras.utils.register_keras_serializable(package="maskpair")
 class UNet(tf.keras.Model):
     """A functional Keras model whose call first brings images into [0, 1] by their dtype (`images_to_unit_range`).
 
@@ -47,7 +47,7 @@ class UNet(tf.keras.Model):
         return super().call(images_to_unit_range(inputs), training=training, mask=mask)
 
 
-@tf.keras.utils.register_keras_serializable(package="segkit")
+@tf.keras.utils.register_keras_serializable(package="maskpair")
 class PadToMultiple(tf.keras.layers.Layer):
     """Zero-pad height and width at the bottom/right up to the next multiple (a no-op when already divisible)."""
 
@@ -63,7 +63,7 @@ class PadToMultiple(tf.keras.layers.Layer):
         return {**super().get_config(), "multiple": self.multiple}
 
 
-@tf.keras.utils.register_keras_serializable(package="segkit")
+@tf.keras.utils.register_keras_serializable(package="maskpair")
 class CropToInput(tf.keras.layers.Layer):
     """Crop a padded output back to the height and width of the original input."""
 
@@ -75,7 +75,7 @@ class CropToInput(tf.keras.layers.Layer):
         return output[:, : tf.shape(original)[1], : tf.shape(original)[2]]
 
 
-@tf.keras.utils.register_keras_serializable(package="segkit")
+@tf.keras.utils.register_keras_serializable(package="maskpair")
 class RepeatUpSampling2D(tf.keras.layers.Layer):
     """Nearest-neighbour upsampling by a whole factor as a reshape and a broadcast: the same values as
     `UpSampling2D`, but XLA compiles its gradient (a sum over the copies); XLA has no ResizeNearestNeighborGrad,
@@ -144,7 +144,7 @@ def make_strategy(name: str = "default", cpu_devices: int = 2):
     return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-@tf.keras.utils.register_keras_serializable(package="segkit")
+@tf.keras.utils.register_keras_serializable(package="maskpair")
 class EncoderInput(tf.keras.layers.Layer):
     """Images in [0, 1] as a pretrained encoder expects them: each pixel's channels times 255 through a fixed affine
     map (`encoder_normalisation`) to the encoder's three input channels."""
