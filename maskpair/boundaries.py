@@ -10,9 +10,7 @@ def label_boundaries(labels: np.ndarray, ignore_index: int | None = None) -> np.
 
     With `ignore_index`, changes to or from that value are not boundaries (the edge of a region of interest is
     not a label's outline): each ignore pixel first takes the label of its nearest labelled pixel."""
-    from skimage.segmentation import (
-        find_boundaries,  # ~1 ms for 256x256; the audit's pairs take a few each
-    )
+    from skimage.segmentation import find_boundaries
 
     labels = np.asarray(labels)
     if ignore_index is None:

@@ -1,6 +1,6 @@
 """What is in a dataset folder, file by file: inventory of stored shapes and dtypes, class pixel fractions,
 which examples contain each class and intensity histograms, for notebooks 01 and 04. Judgements about the data
-(flags) belong to audit.py.
+(flags) belong to `maskpair.audit`.
 """
 from __future__ import annotations
 

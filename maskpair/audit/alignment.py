@@ -67,7 +67,7 @@ def oriented_edges(image: np.ndarray) -> np.ndarray:
         tensor[1] += gx * gy
         tensor[2] += gx * gx
     strength = np.sqrt(tensor[0] + tensor[2])
-    scale = np.quantile(strength[::3, ::3], EDGE_QUANTILE)  # every 9th pixel: the same quantile, 7x faster
+    scale = np.quantile(strength[::3, ::3], EDGE_QUANTILE)  # every 9th pixel: the same quantile, for less work
     edge = np.minimum(strength / scale, 1) if scale > 0 else strength
     # the dominant direction's cos^2, sin cos, sin^2 from the tensor (Di Zenzo): (1 +- cos 2t) / 2, sin 2t / 2
     spread = np.maximum(np.hypot(tensor[2] - tensor[0], 2 * tensor[1]), 1e-12)
@@ -464,8 +464,7 @@ def thresholds(gains, evidence) -> tuple[np.float64, np.float64]:
     placements beats the given one by 1-2 standard errors as a matter of course, and the median pair says so.
     A z-score's own spread is 1, but the standard error counts the correlation within NOISE_CELL cells, not the
     image's large-scale structure (light falling off, a scope's rim) that a shifted or flipped outline meets:
-    on 120 polyp look-alikes (bench_audit.py --quality) the untouched pairs' best alternatives reached 3.8 above
-    the median; at 3, 2 of them were flagged, at 4 none.
+    on the polyp look-alikes untouched pairs' best alternatives came close to 4 above the median (docs/audit.md).
     Medians, not spreads: a spread estimate would widen with the misplacements (the example-pair test plants 8
     among 17), and where outlines show, the spread below the median says nothing of the tail above it."""
     if not len(gains):

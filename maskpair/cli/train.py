@@ -143,7 +143,7 @@ def run_local_workers(command: list[str], count: int) -> int:
 
 
 def worker_command(args: argparse.Namespace) -> list[str]:
-    """The `run.py train` command each local worker runs: the data, --out and the settings given (as literals)."""
+    """The `maskpair train` command each local worker runs: the data, --out and the settings given (as literals)."""
     settings = [[f"--{name.replace('_', '-')}", repr(value)] for name, value in vars(args).items()
                 if name in config.TrainConfig().to_dict()]
     return [sys.executable, "-m", "maskpair", "train", str(args.data_dir), "--out", str(args.out),

@@ -37,8 +37,8 @@ def _assembly_pool() -> ThreadPoolExecutor:
 def _fill_batch(raw_images, masks, images, onehot) -> None:
     """Write float images and one-hot masks of a whole batch, split by example over `_ASSEMBLY_THREADS` threads.
 
-    numpy releases the GIL in these loops, so the parts run on separate cores (~1.7x faster for B=16 on 2 idle
-    cores; ~15% slower when other jobs hold every core, see bench/README.md). Parts write disjoint slices.
+    numpy releases the GIL in these loops, so the parts run on separate cores (faster on idle cores, a little
+    slower when other jobs hold every core: bench/README.md). Parts write disjoint slices.
     """
 
     def fill(part):  # whole-batch slices: a few long vectorised loops instead of 4 short ones per example
@@ -111,10 +111,10 @@ def _batch_buffers(*specs):
 
     One allocation, not two: glibc returns freed memory at the top of its heap to the system once it reaches
     twice the largest block freed so far, so two equal blocks freed together were handed back and the next batch
-    page-faulted on every page (480 faults per 2 MB compact batch: 4x slower on the busy 2-core machine).
+    page-faulted on every page (bench/README.md has the counts).
     Aligned: malloc's blocks start 16 bytes past a page, and copying from a source 16 bytes behind the
-    destination modulo 4096 (every pair of the disk cache, whose pairs start on 64-byte boundaries) ran 4x slower
-    (4K aliasing of loads with stores) than from any other offset."""
+    destination modulo 4096 (every pair of the disk cache, whose pairs start on 64-byte boundaries) ran several
+    times slower (4K aliasing of loads with stores) than from any other offset (bench/README.md)."""
     sizes = [math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in specs]
     starts = list(itertools.accumulate((-(-size // 64) * 64 for size in sizes), initial=0))
     block = np.empty(starts[-1] + 63, dtype=np.uint8)

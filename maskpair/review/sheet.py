@@ -9,7 +9,7 @@ from pathlib import Path
 from maskpair.audit.sheet import draw_sheet
 
 TOP_RANKED = 12   # pairs taken from the top of a label-issue ranking
-MAX_TILES = 24    # pairs drawn at most (the rest are counted in the text): ~0.5 s and ~0.5 MB at 256x256
+MAX_TILES = 24    # pairs drawn at most (the rest are counted in the text): the picture stays quick to draw and small
 CAPTION_LINES = 3  # what the sheet's caption band holds
 
 

@@ -1,4 +1,4 @@
-"""`TrainConfig`: the single source of training defaults, read by `train.py`, notebook 04 and `run.py train`
+"""`TrainConfig`: the single source of training defaults, read by `train.py`, notebook 04 and `maskpair train`
 (whose options are its fields, documented by their comments here); and what the label-issue fold models change.
 
 metrics.json records the whole configuration a model was trained with (`TrainConfig.to_dict`).
