@@ -383,6 +383,7 @@ def whole_fit(data_dir: Path) -> dict:
     names = sorted(pair_files(data_dir), key=int)
     ends = np.cumsum(list(FIT_PAIRS.values()))
     splits = {split: names[end - size : end] for (split, size), end in zip(FIT_PAIRS.items(), ends)}
+    splits["excluded"] = names[ends[-1]:]  # explicit splits name every example
     config = TrainConfig(batch_size=16, epochs=FIT_EPOCHS, passes_per_epoch=1)
     data = DataLoader(data_dir, config.batch_size, config.seed, splits, augment=train.augmentation(config),
                       progress=False)
@@ -606,12 +607,12 @@ def main(argv=None) -> int:
                           2 if args.quick else 10, disk_dirs, needed)
     fit_data = next((data for data, (data_dir, _) in datasets.items()
                      if len(pair_files(data_dir)) >= sum(FIT_PAIRS.values())), None)
-    fitted = None if args.quick or args.no_fit or fit_data is None else run_in_subprocess(
-        "--whole-fit", datasets[fit_data][0])
-    print(format_table(results))
+    print(format_table(results), flush=True)  # before the whole fit, so that nothing measured is lost if it fails
     print()
     print(format_builds(builds))
-    print(format_memory(memory))
+    print(format_memory(memory), flush=True)
+    fitted = None if args.quick or args.no_fit or fit_data is None else run_in_subprocess(
+        "--whole-fit", datasets[fit_data][0])
     if fitted:
         print()
         print(format_fit(fit_data, fitted))
